@@ -1,0 +1,30 @@
+"""How entry scripts end: a user's mistake is one clear line and exit status 2.
+
+Every entry script does ``run_main(main)``. A ``UserError`` (or a missing file) prints
+``error: <message>`` on stderr and exits 2 with no traceback; ``--debug`` on the command line
+(or ``MINDCV_RES2NET_DEBUG=1``) re-raises so the traceback shows.
+"""
+import os
+import sys
+
+from .errors import UserError
+
+
+def _debug_requested(argv):
+    return "--debug" in argv or os.environ.get("MINDCV_RES2NET_DEBUG", "") not in ("", "0")
+
+
+def run_main(main, argv=None):
+    """Call ``main(argv)``; turn a user's mistake into one line on stderr and exit status 2."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        code = main(argv)
+    except UserError as exc:
+        if _debug_requested(argv):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

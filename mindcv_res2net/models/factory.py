@@ -1,0 +1,62 @@
+"""``create_model``: build any registered Res2Net variant, optionally with weights."""
+import copy
+
+from ..errors import UserError
+from .layers import POOL_TYPES
+from .registry import is_model, list_models, model_entrypoint, resolve_name
+
+
+def _default_cfg(name):
+    from . import res2net, res2net_dla
+    cfgs = {**res2net.default_cfgs, **res2net_dla.default_cfgs}
+    return copy.deepcopy(cfgs.get(name, {}))
+
+
+def create_model(name, pretrained=False, num_classes=1000, in_channels=3, checkpoint_path=None,
+                 drop_rate=0.0, drop_path_rate=0.0, global_pool="avg", features_only=False,
+                 out_indices=None, **kwargs):
+    """Build the model ``name`` (see ``list_models()``).
+
+    Args:
+        pretrained: load the published weights (downloaded and hash-checked into the cache).
+        num_classes: classifier outputs; 0 returns pooled features [B, num_features].
+        in_channels: input channels; pretrained weights are adapted (1 channel sums the first conv).
+        checkpoint_path: a MindSpore checkpoint (ours or MindCV's) loaded strictly after building.
+        drop_rate: dropout before the classifier. drop_path_rate: stochastic depth.
+        global_pool: 'avg', 'max', 'avgmax', 'catavgmax' or '' (unpooled; needs num_classes=0).
+        features_only, out_indices: return feature maps instead of logits.
+        **kwargs: passed to the model (e.g. ``zero_init_last=True``).
+    """
+    if not is_model(name):
+        import difflib
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown model {name!r}.{hint} See mindcv_res2net.list_models() for all names.")
+    if num_classes is None or int(num_classes) < 0:
+        raise UserError(f"num_classes must be >= 0, got {num_classes!r}")
+    if int(in_channels) <= 0:
+        raise UserError(f"in_channels must be > 0, got {in_channels!r}")
+    if global_pool not in POOL_TYPES:
+        raise UserError(f"unknown global_pool {global_pool!r}: choose one of {', '.join(map(repr, POOL_TYPES))}")
+    canonical = resolve_name(name)
+    net = model_entrypoint(canonical)(
+        num_classes=int(num_classes), in_channels=int(in_channels), drop_rate=drop_rate,
+        drop_path_rate=drop_path_rate, global_pool=global_pool, features_only=features_only,
+        out_indices=out_indices, **kwargs)
+    net.default_cfg = _default_cfg(canonical)
+    net.default_cfg["architecture"] = canonical
+    net.default_cfg["num_classes"] = int(num_classes)
+    net.default_cfg["input_size"] = (int(in_channels),) + tuple(net.default_cfg.get("input_size", (3, 224, 224))[1:])
+    try:
+        from . import pretrained as pretrained_registry
+        net.default_cfg["weights"] = pretrained_registry.get_pretrained_cfg(canonical)
+    except (ImportError, AttributeError, KeyError):
+        net.default_cfg["weights"] = {}
+    if pretrained:
+        from .pretrained import load_pretrained
+        load_pretrained(net, canonical, num_classes=int(num_classes), in_channels=int(in_channels))
+    if checkpoint_path:
+        from ..checkpoint import load_model_weights
+        load_model_weights(net, checkpoint_path, strict=True, num_classes=int(num_classes),
+                           in_channels=int(in_channels))
+    return net

@@ -1,0 +1,206 @@
+"""DLA-60 (Deep Layer Aggregation) with Res2Net / Res2NeXt bottlenecks.
+
+Structure as timm's ``dla60_res2net`` / ``dla60_res2next``: levels (1, 1, 1, 2, 3, 1), channels
+(16, 32, 128, 256, 512, 1024); the official release's unused ``project`` layers in trees of level
+> 1 are left out (the converter drops them), so the counts are timm's: 20,848,072 and 17,032,984
+learnable parameters at 1000 classes. timm's 1x1-conv classifier ``fc`` is a Dense named
+``classifier`` here (the converter reshapes its weight).
+"""
+import math
+
+from mindspore import nn, ops
+
+from .layers import DropPath, batch_norm, build_head, conv2d, init_weights, stochastic_depth_rates
+from .registry import register_model
+from .res2net import _cfg
+
+default_cfgs = {
+    "res2net_dla60": _cfg(first_conv="base_layer.0"),
+    "res2next_dla60": _cfg(first_conv="base_layer.0"),
+}
+
+
+class DlaBottle2neck(nn.Cell):
+    """Res2Net bottleneck as used in DLA: expansion 2; a stage block exactly when stride > 1."""
+
+    expansion = 2
+
+    def __init__(self, in_channels, out_channels, stride=1, scale=4, cardinality=1, base_width=28,
+                 drop_path=0.0):
+        super().__init__()
+        mid = int(math.floor(out_channels * (base_width / 64.0)) * cardinality) // self.expansion
+        self.width = mid
+        self.scale = scale
+        self.num_convs = max(1, scale - 1)
+        self.is_stage = stride > 1
+        self.conv1 = conv2d(in_channels, mid * scale, 1)
+        self.bn1 = batch_norm(mid * scale)
+        self.convs = nn.CellList([conv2d(mid, mid, 3, stride=stride, groups=cardinality)
+                                  for _ in range(self.num_convs)])
+        self.bns = nn.CellList([batch_norm(mid) for _ in range(self.num_convs)])
+        self.pool = None
+        if self.is_stage and scale > 1:
+            self.pool = nn.AvgPool2d(kernel_size=3, stride=stride, pad_mode="pad", padding=1,
+                                     count_include_pad=True)
+        self.conv3 = conv2d(mid * scale, out_channels, 1)
+        self.bn3 = batch_norm(out_channels)
+        self.relu = nn.ReLU()
+        self.drop_path = DropPath(drop_path)
+
+    def construct(self, x, shortcut):
+        out = self.relu(self.bn1(self.conv1(x)))
+        chunks = ops.split(out, self.width, axis=1)
+        outputs = []
+        sp = chunks[0]
+        for i in range(self.num_convs):
+            if i > 0:
+                sp = chunks[i] if self.is_stage else sp + chunks[i]
+            sp = self.relu(self.bns[i](self.convs[i](sp)))
+            outputs.append(sp)
+        if self.scale > 1:
+            last = chunks[self.num_convs]
+            outputs.append(self.pool(last) if self.is_stage else last)
+        out = self.bn3(self.conv3(ops.cat(outputs, 1)))
+        return self.relu(self.drop_path(out) + shortcut)
+
+
+class DlaRoot(nn.Cell):
+    """Aggregation node: 1x1 conv over the concatenated children, BN, ReLU."""
+
+    def __init__(self, in_channels, out_channels):
+        super().__init__()
+        self.conv = conv2d(in_channels, out_channels, 1)
+        self.bn = batch_norm(out_channels)
+        self.relu = nn.ReLU()
+
+    def construct(self, children):
+        return self.relu(self.bn(self.conv(ops.cat(children, 1))))
+
+
+class DlaTree(nn.Cell):
+    """A DLA tree of ``levels`` levels; a level-1 tree holds two blocks and the root."""
+
+    def __init__(self, levels, in_channels, out_channels, stride, rates, block_kwargs,
+                 level_root=False, root_dim=0):
+        super().__init__()
+        if root_dim == 0:
+            root_dim = 2 * out_channels
+        if level_root:
+            root_dim += in_channels
+        self.levels = levels
+        self.level_root = level_root
+        self.down_sample = nn.MaxPool2d(kernel_size=stride, stride=stride) if stride > 1 else None
+        self.project = None
+        self.root = None
+        if levels == 1:
+            self.tree1 = DlaBottle2neck(in_channels, out_channels, stride, drop_path=next(rates), **block_kwargs)
+            self.tree2 = DlaBottle2neck(out_channels, out_channels, 1, drop_path=next(rates), **block_kwargs)
+            if in_channels != out_channels:
+                self.project = nn.SequentialCell([conv2d(in_channels, out_channels, 1), batch_norm(out_channels)])
+            self.root = DlaRoot(root_dim, out_channels)
+        else:
+            self.tree1 = DlaTree(levels - 1, in_channels, out_channels, stride, rates, block_kwargs)
+            self.tree2 = DlaTree(levels - 1, out_channels, out_channels, 1, rates, block_kwargs,
+                                 root_dim=root_dim + out_channels)
+
+    def construct(self, x, children=()):
+        bottom = x if self.down_sample is None else self.down_sample(x)
+        if self.level_root:
+            children = children + (bottom,)
+        if self.levels == 1:
+            shortcut = bottom if self.project is None else self.project(bottom)
+            x1 = self.tree1(x, shortcut)
+            x2 = self.tree2(x1, x1)
+            return self.root((x2, x1) + children)
+        x1 = self.tree1(x)
+        return self.tree2(x1, children + (x1,))
+
+
+def _num_blocks(levels):
+    """Bottlenecks in a tree of ``levels`` levels: 2 ** levels."""
+    return 2 ** levels
+
+
+class Res2NetDLA(nn.Cell):
+    """DLA-60 backbone with Res2Net (or, with cardinality > 1, Res2NeXt) blocks."""
+
+    def __init__(self, levels=(1, 1, 1, 2, 3, 1), channels=(16, 32, 128, 256, 512, 1024), scale=4,
+                 cardinality=1, base_width=28, num_classes=1000, in_channels=3, global_pool="avg",
+                 drop_rate=0.0, drop_path_rate=0.0, zero_init_last=False, features_only=False,
+                 out_indices=None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.features_only = features_only
+        self.base_layer = nn.SequentialCell([conv2d(in_channels, channels[0], 7), batch_norm(channels[0]), nn.ReLU()])
+        self.level0 = self._conv_level(channels[0], channels[0], levels[0], 1)
+        self.level1 = self._conv_level(channels[0], channels[1], levels[1], 2)
+        block_kwargs = dict(scale=scale, cardinality=cardinality, base_width=base_width)
+        rates = iter(stochastic_depth_rates(drop_path_rate, sum(_num_blocks(n) for n in levels[2:])))
+        self.level2 = DlaTree(levels[2], channels[1], channels[2], 2, rates, block_kwargs, level_root=False)
+        self.level3 = DlaTree(levels[3], channels[2], channels[3], 2, rates, block_kwargs, level_root=True)
+        self.level4 = DlaTree(levels[4], channels[3], channels[4], 2, rates, block_kwargs, level_root=True)
+        self.level5 = DlaTree(levels[5], channels[4], channels[5], 2, rates, block_kwargs, level_root=True)
+        self.num_features = channels[-1]
+        self.feature_info = [dict(num_chs=channels[i], reduction=2 ** i, module=f"level{i}") for i in range(1, 6)]
+        if features_only:
+            self.out_indices = tuple(range(5)) if out_indices is None else tuple(out_indices)
+            self.feature_info = [self.feature_info[i] for i in self.out_indices]
+            self.global_pool, self.head_drop, self.classifier = None, None, None
+        else:
+            self.out_indices = ()
+            self.global_pool, self.head_drop, self.classifier, self.num_pooled_features = build_head(
+                self.num_features, num_classes, global_pool, drop_rate)
+        init_weights(self, zero_init_last=zero_init_last)
+
+    @staticmethod
+    def _conv_level(in_channels, out_channels, num_convs, stride):
+        cells = []
+        for i in range(num_convs):
+            cells += [conv2d(in_channels, out_channels, 3, stride=stride if i == 0 else 1),
+                      batch_norm(out_channels), nn.ReLU()]
+            in_channels = out_channels
+        return nn.SequentialCell(cells)
+
+    def forward_features(self, x):
+        x = self.level1(self.level0(self.base_layer(x)))
+        x = self.level3(self.level2(x))
+        return self.level5(self.level4(x))
+
+    def forward_head(self, x, pre_logits=False):
+        x = self.global_pool(x)
+        if self.head_drop is not None:
+            x = self.head_drop(x)
+        if pre_logits or self.classifier is None:
+            return x
+        return self.classifier(x)
+
+    def forward_feature_maps(self, x):
+        """Feature maps of levels 1-5 (/2, /4, /8, /16, /32), filtered by ``out_indices``."""
+        x = self.level1(self.level0(self.base_layer(x)))
+        maps = [x]
+        x = self.level2(x)
+        maps.append(x)
+        x = self.level3(x)
+        maps.append(x)
+        x = self.level4(x)
+        maps.append(x)
+        x = self.level5(x)
+        maps.append(x)
+        return tuple(maps[i] for i in self.out_indices)
+
+    def construct(self, x):
+        if self.features_only:
+            return self.forward_feature_maps(x)
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def res2net_dla60(**kwargs):
+    """DLA-60 with Res2Net blocks (timm's dla60_res2net): 28w x 4s."""
+    return Res2NetDLA(base_width=28, cardinality=1, **kwargs)
+
+
+@register_model
+def res2next_dla60(**kwargs):
+    """DLA-60 with Res2NeXt blocks (timm's dla60_res2next): 4w x 8c x 4s."""
+    return Res2NetDLA(base_width=4, cardinality=8, **kwargs)
