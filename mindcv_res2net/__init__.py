@@ -1,14 +1,27 @@
-"""mindcv_res2net: train, evaluate, convert, benchmark and export the Res2Net family on MindSpore."""
+"""mindcv_res2net: train, evaluate, convert, benchmark and export the Res2Net family on MindSpore.
+
+The MindSpore-backed names are imported on first use, so that ``import mindcv_res2net.errors``
+(config parsing, ``--help``, ``--dry_run``) does not pay for importing MindSpore.
+"""
 __version__ = "0.1.0"
 
 from .errors import UserError
-from .models import create_model, list_models
+
+_LAZY = {
+    "create_model": ("models", "create_model"),
+    "list_models": ("models", "list_models"),
+    "optimize_for_inference": ("inference", "optimize_for_inference"),
+}
 
 
-def optimize_for_inference(net):
-    """An eval-only copy of ``net`` with BatchNorm folded into the convolutions (see inference.py)."""
-    from .inference import optimize_for_inference as _optimize
-    return _optimize(net)
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["create_model", "list_models", "optimize_for_inference", "UserError", "__version__"]
