@@ -93,8 +93,7 @@ def train(args):
         num_cycles=args.num_cycles, cycle_decay=args.cycle_decay, lr_epoch_stair=args.lr_epoch_stair)
     optimizer = create_optimizer(
         net, opt=args.opt, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter,
-        loss_scale=args.loss_scale if args.loss_scale_type == "fixed" else 1.0, eps=args.eps)
+        nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter, eps=args.eps)
     loss_fn = create_loss(args.loss, label_smoothing=args.label_smoothing)
     train_step = TrainStep(
         net, loss_fn, optimizer, amp_level=args.amp_level, loss_scale_type=args.loss_scale_type,
