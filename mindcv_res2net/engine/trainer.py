@@ -131,7 +131,7 @@ def train(args):
         loss_sum, loss_count, wait_time = 0.0, 0, 0.0
         window_start, window_images = time.time(), 0
         t_fetch = time.time()
-        for step_in_epoch, (images, labels) in enumerate(train_data.loader):
+        for step_in_epoch, (images, labels) in enumerate(train_data):
             wait_time += time.time() - t_fetch
             loss, overflow, scale = train_step(images, labels)
             loss_value = float(loss.asnumpy())
@@ -177,7 +177,7 @@ def train(args):
         if val_data is not None and ((epoch + 1) % args.val_interval == 0 or is_last):
             if ema is not None:
                 ema.swap()
-            metrics = evaluate(net, val_data.loader)
+            metrics = evaluate(net, val_data)
             if ema is not None:
                 ema.swap()
             net.set_train(True)

@@ -48,7 +48,7 @@ def validate(args):
     eval_net = optimize_for_inference(net)
 
     progress = Progress(val_data.steps_per_epoch, "validate", enabled=dist.rank == 0)
-    metrics = evaluate(eval_net, val_data.loader, num_batches=val_data.steps_per_epoch,
+    metrics = evaluate(eval_net, val_data, num_batches=val_data.steps_per_epoch,
                        progress=lambda i, n: progress.update())
     progress.close()
     skipped = val_data.take_skipped_count()

@@ -1,0 +1,514 @@
+"""Reading and writing model weights.
+
+- ``load_model_weights(net, source, ...)``: a strict load of a MindSpore checkpoint (MindCV's or
+  ours, raw or a training checkpoint holding optimizer moments, EMA copies and counters) or of a
+  ``{name: array}`` dict; a classifier of another size is dropped, the first conv is adapted to
+  another number of input channels; anything that does not fit is reported in one ``UserError``.
+  PyTorch / safetensors files are converted on the fly (see ``convert.py``).
+- ``save_checkpoint_atomic(params_or_net, path, extra=None)``: writes next to ``path`` and renames,
+  so a kill never leaves a partial file under the final name; ``extra`` holds metadata.
+- ``read_checkpoint_meta(path)``: the metadata (``extra``) of a checkpoint.
+"""
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UserError
+
+_logger = logging.getLogger(__name__)
+
+# Wrapper cells whose auto-prefix may appear in front of every parameter name.
+_WRAPPER_PREFIXES = ("network.", "_backbone.", "backbone.", "model.", "module.", "net.")
+# Suffix marking a JSON-encoded metadata value (lists, dicts, None).
+_JSON_SUFFIX = "__json"
+PYTORCH_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".pth.tar", ".npz")
+
+
+@dataclass
+class LoadReport:
+    """What ``load_model_weights`` did."""
+
+    source: str
+    loaded: list = field(default_factory=list)          # model parameter names set from the checkpoint
+    adapted: dict = field(default_factory=dict)         # name -> how it was adapted
+    dropped: dict = field(default_factory=dict)         # checkpoint name -> why it was not used
+    kept_fresh: list = field(default_factory=list)      # model parameters left as initialised
+    ignored_training_state: int = 0                     # optimizer moments, EMA copies not used
+    missing: list = field(default_factory=list)         # (strict=False only)
+    unexpected: list = field(default_factory=list)      # (strict=False only)
+    mismatched: list = field(default_factory=list)      # (strict=False only) (name, ckpt, model)
+    used_ema: bool = False
+    meta: dict = field(default_factory=dict)
+
+    def summary(self):
+        parts = [f"loaded {len(self.loaded)} parameters from {self.source}"]
+        if self.used_ema:
+            parts.append("(EMA weights)")
+        if self.adapted:
+            parts.append(f"adapted {', '.join(f'{k} ({v})' for k, v in self.adapted.items())}")
+        if self.kept_fresh:
+            parts.append(f"kept {len(self.kept_fresh)} freshly initialised ({_preview(self.kept_fresh)})")
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} ({_preview(list(self.dropped))})")
+        if self.ignored_training_state:
+            parts.append(f"ignored {self.ignored_training_state} optimizer/EMA entries")
+        for label, items in (("missing", self.missing), ("unexpected", self.unexpected),
+                             ("shape-mismatched", [m[0] for m in self.mismatched])):
+            if items:
+                parts.append(f"{len(items)} {label} ({_preview(items)})")
+        return "; ".join(parts)
+
+    __str__ = summary
+
+
+def _preview(names, limit=10):
+    names = list(names)
+    text = ", ".join(names[:limit])
+    if len(names) > limit:
+        text += f", ... {len(names) - limit} more"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------
+
+def _check_file(path, what="checkpoint"):
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"{what} file not found: {path}. Check the path (and --ckpt_path / checkpoint_path).")
+    if os.path.isdir(path):
+        raise UserError(f"{what} path is a directory, not a file: {path}. Pass the .ckpt file itself.")
+    return path
+
+
+def _to_numpy(value):
+    """A Parameter / Tensor / numpy value -> numpy array (strings pass through)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "asnumpy"):
+        return value.asnumpy()
+    if hasattr(value, "detach"):  # a torch tensor
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def read_checkpoint(path):
+    """All entries of a MindSpore checkpoint: ``{name: numpy array or str}``.
+
+    A missing or unreadable file raises ``UserError`` naming it. Files without the ``.ckpt``
+    suffix (``x.ckpt.bak``) are read through a temporary link, since MindSpore insists on it.
+    """
+    import mindspore as ms
+
+    path = _check_file(path)
+    if path.lower().endswith(PYTORCH_SUFFIXES):
+        raise UserError(f"{path} is a PyTorch / safetensors file, not a MindSpore checkpoint. Convert it: "
+                        f"python -m mindcv_res2net.convert {path} --model <name> --out <file>.ckpt")
+    link_dir = None
+    ms_path = path
+    if not path.endswith(".ckpt"):
+        link_dir = tempfile.mkdtemp(prefix="mindcv_res2net_ckpt_")
+        ms_path = os.path.join(link_dir, "checkpoint.ckpt")
+        os.symlink(os.path.abspath(path), ms_path)
+    try:
+        raw = ms.load_checkpoint(ms_path)
+    except Exception as exc:  # MindSpore raises ValueError / RuntimeError on bad files
+        raise UserError(f"could not read checkpoint {path}: {exc}. Is it a complete MindSpore .ckpt file "
+                        f"(not truncated, not another format)?") from exc
+    finally:
+        if link_dir:
+            shutil.rmtree(link_dir, ignore_errors=True)
+    return {name: _to_numpy(value) for name, value in raw.items()}
+
+
+def _is_meta_entry(name, value):
+    """Strings, and dot-free scalars (``global_step``, ``learning_rate``, ``epoch_num``, ...)."""
+    if isinstance(value, str):
+        return True
+    return "." not in name and np.size(value) <= 1
+
+
+def _decode_meta(entries):
+    meta = {}
+    for name, value in entries.items():
+        if isinstance(value, str):
+            if name.endswith(_JSON_SUFFIX):
+                try:
+                    meta[name[:-len(_JSON_SUFFIX)]] = json.loads(value)
+                    continue
+                except ValueError:
+                    pass
+            meta[name] = value
+        else:
+            arr = np.asarray(value).reshape(-1)
+            meta[name] = arr[0].item() if arr.size else None
+    return meta
+
+
+def read_checkpoint_meta(path):
+    """The metadata stored with a checkpoint: ``save_checkpoint_atomic``'s ``extra`` (JSON values
+    decoded) plus scalar training counters such as ``global_step`` or ``learning_rate``."""
+    entries = read_checkpoint(path)
+    return _decode_meta({k: v for k, v in entries.items() if _is_meta_entry(k, v)})
+
+
+# ----------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------
+
+def _encode_extra(extra):
+    import mindspore as ms
+
+    out = {}
+    for key, value in (extra or {}).items():
+        if not isinstance(key, str) or not key:
+            raise UserError(f"checkpoint metadata keys must be non-empty strings, got {key!r}")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, bool):
+            out[key] = ms.Tensor(np.array(value))
+        elif isinstance(value, int):
+            out[key] = ms.Tensor(np.array(value, dtype=np.int64))
+        elif isinstance(value, float):
+            out[key] = ms.Tensor(np.array(value, dtype=np.float64))
+        elif isinstance(value, str):
+            out[key] = value
+        else:  # lists (class names), tuples, dicts, None
+            try:
+                out[key + _JSON_SUFFIX] = json.dumps(value)
+            except TypeError as exc:
+                raise UserError(f"checkpoint metadata {key!r} must be a scalar, a string or "
+                                f"JSON-serialisable, got {type(value).__name__}") from exc
+    return out
+
+
+def _param_list(params_or_net):
+    """Something ``mindspore.save_checkpoint`` accepts, from a Cell, a dict or a list."""
+    import mindspore as ms
+    from mindspore import nn
+
+    if isinstance(params_or_net, nn.Cell):
+        return params_or_net
+    if isinstance(params_or_net, dict):
+        items = []
+        for name, value in params_or_net.items():
+            if isinstance(value, str):
+                items.append({"name": name, "data": value})
+                continue
+            if isinstance(value, ms.Parameter):
+                data = ms.Tensor(value.asnumpy())
+            elif isinstance(value, ms.Tensor):
+                data = value
+            else:
+                data = ms.Tensor(np.ascontiguousarray(_to_numpy(value)))
+            items.append({"name": name, "data": data})
+        return items
+    if isinstance(params_or_net, (list, tuple)):
+        return list(params_or_net)
+    raise TypeError(f"save_checkpoint_atomic: expected a Cell, a dict or a list, got {type(params_or_net).__name__}")
+
+
+def _fsync_path(path, directory=False):
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint_atomic(params_or_net, path, extra=None):
+    """Save a Cell's parameters (or a ``{name: array/Tensor/Parameter}`` dict, or MindSpore's list of
+    ``{"name", "data"}``) to ``path`` so that a kill never leaves a partial file under that name.
+
+    The file is written as ``<path>.tmp`` (MindSpore appends ``.ckpt`` to names that do not end in
+    it, so on disk ``<path>.tmp.ckpt``; MindSpore's own partial file is ``<path>.tmp.tmp``), fsynced
+    and renamed onto ``path`` with ``os.replace``. ``extra``: metadata, e.g. ``{"epoch": 3,
+    "global_step": 1200, "loss_scale": 1024.0, "class_names": [...]}``: ints, floats, bools and
+    strings are stored as they are, anything else JSON-encoded; ``read_checkpoint_meta`` returns it.
+    Returns ``path``.
+    """
+    import mindspore as ms
+
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    staging = path + ".tmp"
+    written = staging if staging.endswith("ckpt") else staging + ".ckpt"
+    for stale in {staging, written, staging + ".tmp"}:
+        if os.path.lexists(stale):
+            os.remove(stale)
+    append = _encode_extra(extra)
+    try:
+        ms.save_checkpoint(_param_list(params_or_net), staging, append_dict=append or None)
+        _fsync_path(written)
+        os.replace(written, path)
+    except BaseException:
+        for stale in {staging, written, staging + ".tmp"}:
+            if os.path.lexists(stale):
+                try:
+                    os.remove(stale)
+                except OSError:
+                    pass
+        raise
+    os.chmod(path, 0o644 & ~_umask())  # MindSpore leaves its files read-only (0400)
+    _fsync_path(directory, directory=True)
+    return path
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# ----------------------------------------------------------------------------------------------
+# loading into a model
+# ----------------------------------------------------------------------------------------------
+
+def adapt_input_conv(weight, in_channels):
+    """Adapt a first-conv weight [O, I, kh, kw] to ``in_channels`` inputs, as timm does.
+
+    1 channel: the weight summed over the input channels (over each RGB triple if I is a multiple
+    of 3); other counts from an RGB weight: the weight tiled over the channels and scaled by 3 / C
+    so that the activations keep their scale.
+    """
+    weight = np.asarray(weight)
+    out_ch, in_ch = weight.shape[:2]
+    if in_ch == in_channels:
+        return weight
+    dtype = weight.dtype
+    w = weight.astype(np.float32)
+    if in_channels == 1:
+        if in_ch > 3 and in_ch % 3 == 0:
+            w = w.reshape(out_ch, in_ch // 3, 3, *w.shape[2:]).sum(axis=2)
+        else:
+            w = w.sum(axis=1, keepdims=True)
+    elif in_ch == 3:
+        reps = int(math.ceil(in_channels / 3))
+        w = np.tile(w, (1, reps, 1, 1))[:, :in_channels] * (3.0 / float(in_channels))
+    else:
+        raise UserError(f"cannot adapt a first convolution of {in_ch} input channels to {in_channels}: "
+                        f"only RGB (3-channel) weights can be adapted.")
+    return w.astype(dtype)
+
+
+def _model_name(net, model_name=None):
+    if model_name:
+        return model_name
+    cfg = getattr(net, "default_cfg", None) or {}
+    return cfg.get("architecture") or type(net).__name__
+
+
+def _classifier_prefix(net):
+    cfg = getattr(net, "default_cfg", None) or {}
+    return cfg.get("classifier") or "classifier"
+
+
+def _first_conv_name(net, model_shapes):
+    cfg = getattr(net, "default_cfg", None) or {}
+    first = cfg.get("first_conv")
+    if first and first + ".weight" in model_shapes:
+        return first + ".weight"
+    for name, shape in model_shapes.items():  # parameter order: the stem comes first
+        if len(shape) == 4:
+            return name
+    return None
+
+
+def _strip_wrapper_prefix(arrays, model_names):
+    """Remove a wrapper cell's prefix (``network.``, ...) if that makes the names match."""
+    direct = sum(1 for n in model_names if n in arrays)
+    if direct >= len(model_names) // 2:
+        return arrays
+    best, best_hits = None, direct
+    for prefix in _WRAPPER_PREFIXES:
+        hits = sum(1 for n in model_names if prefix + n in arrays)
+        if hits > best_hits:
+            best, best_hits = prefix, hits
+    if best is None:
+        return arrays
+    return {(k[len(best):] if k.startswith(best) else k): v for k, v in arrays.items()}
+
+
+def _training_state_name(name, model_names):
+    """``moments.conv1.weight`` -> ('moments', 'conv1.weight') for an optimizer / EMA copy."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        rest = ".".join(parts[i:])
+        if rest in model_names:
+            return ".".join(parts[:i]), rest
+    return None
+
+
+def _guess_hint(arrays):
+    try:
+        from .convert import guess_model_name
+        guess = guess_model_name({k: np.shape(v) for k, v in arrays.items()})
+    except Exception:  # a hint only
+        guess = None
+    return f" It looks like a {guess} checkpoint." if guess else ""
+
+
+def load_model_weights(net, source, strict=True, num_classes=None, in_channels=None, use_ema=False,
+                       model_name=None):
+    """Load weights into ``net`` and return a ``LoadReport``.
+
+    Args:
+        net: the model (parameter names as MindCV's).
+        source: a MindSpore ``.ckpt`` path (MindCV's or ours; training checkpoints too), a PyTorch /
+            safetensors file (converted on the fly), or a dict ``{name: array/Tensor/Parameter}``.
+        strict: missing, unexpected or shape-mismatched parameters raise one ``UserError`` listing
+            them; ``strict=False`` loads what fits and logs the rest.
+        num_classes: the model's classes (default: read from the model). A checkpoint classifier of
+            another size is dropped with a warning and the model's fresh classifier kept.
+        in_channels: the model's input channels (default: read from the model). An RGB first conv is
+            adapted to them (1 channel: summed over RGB).
+        use_ema: load the EMA copies (``ema.<name>``) instead of the raw weights.
+        model_name: for messages (default: ``net.default_cfg['architecture']``).
+
+    Optimizer moments (``moments.*``, ``adam_m.*`` ...), unused EMA copies, ``learning_rate``,
+    ``global_step`` and other scalars are ignored; scalars and strings are returned in ``report.meta``.
+    """
+    import mindspore as ms
+
+    arch = _model_name(net, model_name)
+    params = net.parameters_dict()
+    model_shapes = {name: tuple(p.shape) for name, p in params.items()}
+    model_names = set(model_shapes)
+
+    if isinstance(source, dict):
+        src_label = "the given weights"
+        entries = {k: _to_numpy(v) for k, v in source.items()}
+    else:
+        src_label = os.fspath(source)
+        _check_file(src_label)
+        if src_label.lower().endswith(PYTORCH_SUFFIXES):
+            from .convert import convert_state_dict, read_state_dict_file
+            state = read_state_dict_file(src_label)
+            entries = convert_state_dict(state, arch, strict=strict, net=net, source_label=src_label,
+                                         for_loading=True)
+        else:
+            entries = read_checkpoint(src_label)
+
+    report = LoadReport(source=src_label)
+    meta_entries = {k: v for k, v in entries.items() if _is_meta_entry(k, v) and k not in model_names}
+    report.meta = _decode_meta(meta_entries)
+    arrays = {k: v for k, v in entries.items() if k not in meta_entries and not isinstance(v, str)}
+    arrays = _strip_wrapper_prefix(arrays, model_names)
+
+    # training state: copies of model parameters under a prefix (moments., adam_m., ema., ...)
+    raw, copies, unexpected = {}, {}, []
+    known = model_names | set(arrays)  # copies of the checkpoint's own weights count too (e.g. a dropped head)
+    for name, value in arrays.items():
+        if name in model_names:
+            raw[name] = value
+            continue
+        split = _training_state_name(name, known)
+        if split:
+            copies.setdefault(split[0], {})[split[1]] = value
+        else:
+            unexpected.append(name)
+
+    chosen = raw
+    ema = copies.pop("ema", None)
+    if use_ema:
+        if not ema:
+            raise UserError(f"checkpoint {src_label} holds no EMA weights (ema.* entries): load it "
+                            f"without use_ema / --ema, or pick a checkpoint saved with EMA.")
+        chosen = dict(raw)
+        chosen.update(ema)
+        fallback = [n for n in raw if n not in ema]
+        if fallback:
+            _logger.warning("checkpoint %s: %d parameters have no EMA copy; using their raw values (%s)",
+                            src_label, len(fallback), _preview(fallback))
+        report.used_ema = True
+        report.ignored_training_state = sum(len(c) for c in copies.values()) + len(raw) - len(fallback)
+    else:
+        report.ignored_training_state = sum(len(c) for c in copies.values()) + len(ema or {})
+
+    # classifier: another number of classes (or none in the model) -> keep the fresh one
+    cls_prefix = _classifier_prefix(net) + "."
+    model_cls = [n for n in model_shapes if n.startswith(cls_prefix)]
+    ckpt_cls = [n for n in chosen if n.startswith(cls_prefix)]
+    ckpt_cls += [n for n in unexpected if n.startswith(cls_prefix)]
+    cls_mismatch = any(n in chosen and tuple(np.shape(chosen[n])) != model_shapes[n] for n in model_cls)
+    cls_gone = bool(ckpt_cls) and not model_cls
+    if cls_mismatch or cls_gone:
+        ckpt_classes = next((np.shape(arrays[n])[0] for n in ckpt_cls if n.endswith("weight") and n in arrays), "?")
+        model_classes = num_classes if num_classes is not None else (
+            model_shapes[cls_prefix + "weight"][0] if cls_prefix + "weight" in model_shapes else 0)
+        _logger.warning("checkpoint %s has a %s-class classifier, the model %s has %s classes: dropping the "
+                        "checkpoint's classifier and keeping the model's freshly initialised one.",
+                        src_label, ckpt_classes, arch, model_classes)
+        for n in ckpt_cls:
+            chosen.pop(n, None)
+            report.dropped[n] = f"classifier of {ckpt_classes} classes (model: {model_classes})"
+        unexpected = [n for n in unexpected if not n.startswith(cls_prefix)]
+        report.kept_fresh.extend(model_cls)
+    elif model_cls and not any(n in chosen for n in model_cls):
+        # a backbone-only checkpoint (e.g. converted with another num_classes)
+        _logger.warning("checkpoint %s has no classifier: keeping the model's freshly initialised one.", src_label)
+        report.kept_fresh.extend(model_cls)
+
+    # first conv: another number of input channels -> adapt
+    first = _first_conv_name(net, model_shapes)
+    if first and first in chosen:
+        ck_shape, m_shape = tuple(np.shape(chosen[first])), model_shapes[first]
+        if len(ck_shape) == 4 and ck_shape != m_shape and ck_shape[0] == m_shape[0] and ck_shape[2:] == m_shape[2:]:
+            want = m_shape[1]
+            if in_channels is not None and int(in_channels) != want:
+                raise UserError(f"in_channels={in_channels} but the model {arch} takes {want} input channels")
+            chosen[first] = adapt_input_conv(chosen[first], want)
+            how = "summed over RGB" if want == 1 else f"RGB tiled to {want} channels, scaled by 3/{want}"
+            report.adapted[first] = f"{ck_shape[1]} -> {want} input channels, {how}"
+
+    missing = [n for n in model_shapes if n not in chosen and n not in report.kept_fresh]
+    mismatched = [(n, tuple(np.shape(chosen[n])), model_shapes[n]) for n in model_shapes
+                  if n in chosen and tuple(np.shape(chosen[n])) != model_shapes[n]]
+    if strict and (missing or unexpected or mismatched):
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing ({_preview(missing)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected ({_preview(unexpected)})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} with another shape ("
+                            + _preview([f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched])
+                            + ")")
+        raise UserError(f"checkpoint {src_label} does not fit model {arch}: {', '.join(problems)}."
+                        f"{_guess_hint(arrays)} Is it a checkpoint of another architecture? Pass --model "
+                        f"<its architecture> (or load with strict=False to keep only what fits).")
+    if missing or unexpected or mismatched:
+        _logger.warning("checkpoint %s, model %s: %d missing (%s), %d unexpected (%s), %d shape-mismatched (%s); "
+                        "loading the rest", src_label, arch, len(missing), _preview(missing), len(unexpected),
+                        _preview(unexpected), len(mismatched), _preview([m[0] for m in mismatched]))
+    report.missing, report.unexpected, report.mismatched = missing, unexpected, mismatched
+    bad = {m[0] for m in mismatched}
+
+    for name, param in params.items():
+        if name not in chosen or name in bad:
+            continue
+        value = np.ascontiguousarray(chosen[name])
+        param.set_data(ms.Tensor(value, dtype=param.dtype))
+        report.loaded.append(name)
+    _logger.info("%s", report.summary())
+    return report
+
+
+__all__ = ["LoadReport", "load_model_weights", "save_checkpoint_atomic", "read_checkpoint_meta",
+           "read_checkpoint", "adapt_input_conv", "PYTORCH_SUFFIXES"]

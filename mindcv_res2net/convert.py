@@ -1,0 +1,467 @@
+"""PyTorch / safetensors Res2Net weights -> MindSpore checkpoint.
+
+    python -m mindcv_res2net.convert SRC --model NAME --out DST.ckpt [--num-classes N] [--ema]
+
+SRC: a state dict of the official Res2Net release (``res2net50_26w_4s-06e79181.pth`` ...) or of
+timm (``res2net50d``, ``dla60_res2net`` ...; ``.pth`` / ``.bin`` / ``.safetensors``). ``.pth``
+files are read with ``torch.load(weights_only=True)`` (nothing but tensors is unpickled);
+``.safetensors`` need no torch.
+
+The mapping (checked against the parameters of ``create_model(NAME)``, shapes included):
+- ``state_dict`` / ``model`` wrappers and the ``module.`` prefix are removed; ``num_batches_tracked``
+  counters dropped;
+- BatchNorm ``weight/bias/running_mean/running_var`` -> ``gamma/beta/moving_mean/moving_variance``;
+- ``downsample`` -> ``down_sample``, ``fc`` -> ``classifier`` (a 1x1-conv classifier is reshaped
+  to the Dense weight);
+- v1b (timm ``res2net50d``): the shortcut's parameter-free AvgPool sits at index 0 in PyTorch in
+  every stage, while the MindSpore model has no pool where the stride is 1 (layer1):
+  ``layer1.0.downsample.1/.2`` -> ``layer1.0.down_sample.0/.1``;
+- DLA: the official files' ``project`` layers in trees of level > 1, which the forward pass never
+  uses, are dropped with a note.
+Anything else that does not fit is refused with the list of missing / unexpected / mismatched keys.
+"""
+import argparse
+import logging
+import os
+import re
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from .errors import UserError
+
+_logger = logging.getLogger(__name__)
+
+_BN_LEAVES = {"weight": "gamma", "bias": "beta", "running_mean": "moving_mean", "running_var": "moving_variance"}
+_MODULE_RENAMES = {"downsample": "down_sample", "fc": "classifier", "maxpool": "max_pool"}
+_WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "net", "network", "module")
+_EMA_KEYS = ("state_dict_ema", "model_ema", "ema")
+
+
+# ----------------------------------------------------------------------------------------------
+# reading PyTorch / safetensors files
+# ----------------------------------------------------------------------------------------------
+
+def _read_safetensors(path):
+    try:
+        from safetensors.numpy import load_file
+    except ImportError:
+        load_file = None
+    if load_file is not None:
+        try:
+            return dict(load_file(path))
+        except Exception as exc:  # bfloat16 has no numpy dtype; fall through to the manual reader
+            if "bf16" not in str(exc).lower() and "bfloat16" not in str(exc).lower():
+                raise UserError(f"could not read {path} as safetensors: {exc}") from exc
+    return _read_safetensors_manually(path)
+
+
+def _read_safetensors_manually(path):
+    """A minimal safetensors reader (also for BF16, which numpy lacks): header JSON + raw data."""
+    import json
+    import struct
+
+    dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise UserError(f"{path} is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", head)
+        header = json.loads(f.read(length))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        buf = data[start:end]
+        if info["dtype"] == "BF16":
+            arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
+        elif info["dtype"] in dtypes:
+            arr = np.frombuffer(buf, dtype=np.dtype(dtypes[info["dtype"]]).newbyteorder("<"))
+        else:
+            raise UserError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
+        out[name] = arr.reshape(info["shape"]).copy()
+    return out
+
+
+def _read_torch(path):
+    try:
+        import torch
+    except ImportError as exc:
+        raise UserError(f"reading {path} needs PyTorch, which is not installed: pip install torch "
+                        f"(the CPU build is enough), or convert a .safetensors file instead (timm publishes "
+                        f"model.safetensors on huggingface.co/timm), which needs no torch.") from exc
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        text = str(exc)
+        if "weights_only" in text or "Unpickl" in text or "GLOBAL" in text:
+            raise UserError(f"{path} holds pickled Python objects besides tensors, which are not unpickled for "
+                            f"safety (torch.load weights_only=True). Save only the state dict "
+                            f"(torch.save(model.state_dict(), f)) or use a .safetensors file.") from exc
+        raise UserError(f"could not read {path} with torch.load: {exc}. Is it a complete PyTorch file?") from exc
+    return obj
+
+
+def read_state_dict_file(path, use_ema=False):
+    """``{name: numpy array}`` from a PyTorch (``.pth/.pt/.bin``), ``.safetensors`` or ``.npz`` file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise UserError(f"weights file not found: {path}")
+    if os.path.isdir(path):
+        raise UserError(f"{path} is a directory; pass the weights file itself")
+    lower = path.lower()
+    if lower.endswith(".safetensors"):
+        obj = _read_safetensors(path)
+    elif lower.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            obj = {k: z[k] for k in z.files}
+    elif lower.endswith(".ckpt"):
+        raise UserError(f"{path} is already a MindSpore checkpoint: load it directly "
+                        f"(--ckpt_path / checkpoint_path); no conversion is needed.")
+    else:
+        obj = _read_torch(path)
+    return unwrap_state_dict(obj, use_ema=use_ema, source_label=path)
+
+
+def _is_tensor_like(v):
+    return isinstance(v, np.ndarray) or hasattr(v, "shape") and (hasattr(v, "numpy") or hasattr(v, "asnumpy"))
+
+
+def _to_numpy(v):
+    if isinstance(v, np.ndarray):
+        return v
+    if hasattr(v, "detach"):  # torch
+        v = v.detach().cpu()
+        if v.is_floating_point():
+            v = v.float()  # bfloat16 / float16 -> float32
+        return v.numpy()
+    if hasattr(v, "asnumpy"):
+        return v.asnumpy()
+    return np.asarray(v)
+
+
+def unwrap_state_dict(obj, use_ema=False, source_label="the state dict"):
+    """Find the tensors in a loaded checkpoint: ``state_dict`` / ``model`` wrappers, ``module.``
+    prefixes (DataParallel) and, with ``use_ema``, timm's ``state_dict_ema``."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{source_label} does not hold a state dict (got {type(obj).__name__}); save the "
+                        f"model's state_dict(), not the model.")
+    if use_ema:
+        for key in _EMA_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        else:
+            raise UserError(f"{source_label} has no EMA weights ({', '.join(_EMA_KEYS)}); convert without --ema")
+    for _ in range(3):  # nested wrappers
+        if any(_is_tensor_like(v) for v in obj.values()):
+            break
+        for key in _WRAPPER_KEYS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+        else:
+            break
+    tensors = OrderedDict((k, v) for k, v in obj.items() if _is_tensor_like(v))
+    if not tensors:
+        raise UserError(f"{source_label} holds no tensors (keys: {', '.join(list(obj)[:10])})")
+    for prefix in ("module.", "model.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = OrderedDict((k[len(prefix):], v) for k, v in tensors.items())
+    return OrderedDict((k, _to_numpy(v)) for k, v in tensors.items())
+
+
+# ----------------------------------------------------------------------------------------------
+# name mapping
+# ----------------------------------------------------------------------------------------------
+
+def _translate(key, is_bn):
+    module, _, leaf = key.rpartition(".")
+    if is_bn:
+        leaf = _BN_LEAVES.get(leaf, leaf)
+    parts = [_MODULE_RENAMES.get(p, p) for p in module.split(".")] if module else []
+    return ".".join(parts + [leaf])
+
+
+def _shortcut_index_shift(keys, model_shapes):
+    """{'layer1.0.downsample': -1} where PyTorch's shortcut Sequential has a parameter-free layer
+    (the v1b AvgPool) in front that the MindSpore model leaves out."""
+    shifts = {}
+    src = {}
+    for k in keys:
+        m = re.match(r"^(.*\.downsample)\.(\d+)\.", k)
+        if m:
+            src.setdefault(m.group(1), set()).add(int(m.group(2)))
+    for prefix, indices in src.items():
+        target = prefix.replace("downsample", "down_sample")
+        tgt = set()
+        for name in model_shapes:
+            m = re.match(re.escape(target) + r"\.(\d+)\.", name)
+            if m:
+                tgt.add(int(m.group(1)))
+        if tgt and indices != tgt and len(indices) == len(tgt):
+            shift = min(tgt) - min(indices)
+            if {i + shift for i in indices} == tgt:
+                shifts[prefix] = shift
+    return shifts
+
+
+def _unused_dla_projects(keys):
+    """Official DLA ``project`` layers of trees with level > 1 (no ``root`` directly below)."""
+    prefixes = {k.split(".project.")[0] for k in keys if ".project." in k}
+    has_root = {k.split(".root.")[0] for k in keys if ".root." in k}
+    return {p for p in prefixes if p.startswith("level") and p not in has_root}
+
+
+def _classifier_rows(state):
+    for key in ("fc.weight", "classifier.weight", "head.fc.weight", "last_linear.weight"):
+        if key in state:
+            return int(np.shape(state[key])[0])
+    return None
+
+
+_SHAPE_CACHE = {}
+
+
+def model_param_shapes(model_name, num_classes=1000):
+    """``{name: shape}`` of ``create_model(model_name, num_classes)`` (cached)."""
+    key = (model_name, num_classes)
+    if key not in _SHAPE_CACHE:
+        from .models import create_model
+        net = create_model(model_name, num_classes=num_classes)
+        _SHAPE_CACHE[key] = OrderedDict((n, tuple(p.shape)) for n, p in net.parameters_dict().items())
+    return _SHAPE_CACHE[key]
+
+
+def convert_state_dict(state_dict, model_name, num_classes=None, strict=True, net=None, source_label=None,
+                       for_loading=False, notes=None):
+    """PyTorch-layout ``state_dict`` -> ``{mindspore name: float32 numpy array}`` for ``model_name``.
+
+    Args:
+        state_dict: ``{key: torch tensor / numpy array}``, possibly wrapped (``state_dict``, ``model``)
+            or prefixed (``module.``).
+        model_name: a name of ``mindcv_res2net.list_models()`` (timm's names are aliases).
+        num_classes: the classes wanted; default: the checkpoint's. Another number drops the
+            checkpoint's classifier (warning); 0 drops it as well.
+        strict: refuse (``UserError``) with the lists of missing / unexpected / mismatched keys;
+            otherwise log them and return what fits.
+        net: a model to check against instead of building ``create_model(model_name, num_classes)``.
+        for_loading: keep a classifier or first conv of another size as it is (``load_model_weights``
+            then drops / adapts them).
+        notes: a list that receives human-readable notes on what was dropped.
+    """
+    label = source_label or "the state dict"
+    notes = [] if notes is None else notes
+    state = unwrap_state_dict(state_dict, source_label=label)
+    for key in [k for k in state if k.endswith("num_batches_tracked")]:
+        del state[key]
+
+    ckpt_classes = _classifier_rows(state)
+    if net is not None:
+        model_shapes = OrderedDict((n, tuple(p.shape)) for n, p in net.parameters_dict().items())
+    else:
+        want = ckpt_classes if num_classes is None else int(num_classes)
+        model_shapes = model_param_shapes(model_name, 1000 if want is None else want)
+    model_cls = [n for n in model_shapes if n.startswith(("classifier.", "fc."))]
+    first_conv = next((n for n, s in model_shapes.items() if len(s) == 4), None)
+
+    bn_modules = {k.rsplit(".", 1)[0] for k in state if k.endswith(".running_mean")}
+    shifts = _shortcut_index_shift(state.keys(), model_shapes)
+    unused_projects = _unused_dla_projects(state.keys())
+
+    out = OrderedDict()
+    unexpected, dropped_projects, ckpt_cls = [], [], []
+    for key, value in state.items():
+        k = key
+        is_bn = key.rpartition(".")[0] in bn_modules
+        for prefix, shift in shifts.items():
+            if k.startswith(prefix + "."):
+                idx, rest = k[len(prefix) + 1:].split(".", 1)
+                k = f"{prefix}.{int(idx) + shift}.{rest}"
+                break
+        name = _translate(k, is_bn)
+        if name not in model_shapes:
+            plain = ".".join(_MODULE_RENAMES.get(p, p) for p in k.split("."))  # a norm without running stats
+            name = plain if plain in model_shapes else name
+        if name.startswith("classifier.") and "classifier.weight" not in model_shapes and "fc.weight" in model_shapes:
+            name = "fc." + name[len("classifier."):]
+        is_cls = name.startswith(("classifier.", "fc."))
+        if is_cls:
+            ckpt_cls.append(name)
+        if name not in model_shapes:
+            tree = key.split(".project.")[0] if ".project." in key else None
+            if tree is not None and tree in unused_projects:
+                dropped_projects.append(key)
+            elif is_cls and not model_cls:
+                pass  # the model has no classifier (num_classes=0): dropped below
+            else:
+                unexpected.append(key)
+            continue
+        arr = np.asarray(value)
+        if np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(np.float32)
+        target = model_shapes[name]
+        if is_cls and arr.ndim == 4 and arr.shape[2:] == (1, 1) and len(target) == 2:
+            arr = arr.reshape(arr.shape[:2])  # 1x1-conv classifier [O, I, 1, 1] -> Dense [O, I]
+        out[name] = arr
+
+    if dropped_projects:
+        trees = len({k.split(".project.")[0] for k in dropped_projects})
+        notes.append(f"dropped {len(dropped_projects)} entries of {trees} 'project' layers that the official DLA "
+                     f"forward pass never uses")
+        _logger.info("%s: %s", label, notes[-1])
+
+    # a classifier of another size, or none in the model
+    cls_other = [n for n in model_cls if n in out and tuple(out[n].shape) != model_shapes[n]]
+    if (cls_other and not for_loading) or (ckpt_cls and not model_cls):
+        model_classes = model_shapes[model_cls[0]][0] if model_cls else 0
+        _logger.warning("%s: the checkpoint's classifier has %s classes, %s has %s: dropping it (the model keeps "
+                        "a freshly initialised classifier)", label, ckpt_classes, model_name, model_classes)
+        notes.append(f"dropped the {ckpt_classes}-class classifier (model: {model_classes} classes)")
+        for n in ckpt_cls:
+            out.pop(n, None)
+    cls_dropped = bool(ckpt_cls) and not any(n in out for n in model_cls)
+
+    missing = [n for n in model_shapes if n not in out and not (cls_dropped and n in model_cls)]
+    mismatched = []
+    for n in out:
+        a, b = tuple(out[n].shape), model_shapes[n]
+        if a == b:
+            continue
+        if for_loading and (n in model_cls or (n == first_conv and a[0] == b[0] and a[2:] == b[2:])):
+            continue
+        mismatched.append((n, a, b))
+    if missing or unexpected or mismatched:
+        problems = []
+        if missing:
+            problems.append(f"{len(missing)} missing ({_preview(missing)})")
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected ({_preview(unexpected)})")
+        if mismatched:
+            problems.append(f"{len(mismatched)} with another shape ("
+                            + _preview([f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched])
+                            + ")")
+        guess = guess_model_name({k: np.shape(v) for k, v in state.items()})
+        hint = f" It looks like {guess} weights." if guess and guess != model_name else ""
+        message = (f"{label} does not fit model {model_name}: {', '.join(problems)}.{hint} Is it a checkpoint "
+                   f"of another architecture? Pass --model <its architecture>.")
+        if strict:
+            raise UserError(message)
+        _logger.warning("%s", message)
+        for n, _, _ in mismatched:
+            del out[n]
+    return OrderedDict((n, out[n]) for n in model_shapes if n in out)  # the model's (MindCV's) order
+
+
+def _preview(names, limit=10):
+    names = list(names)
+    text = ", ".join(names[:limit])
+    if len(names) > limit:
+        text += f", ... {len(names) - limit} more"
+    return text
+
+
+# ----------------------------------------------------------------------------------------------
+# guessing the architecture from names and shapes
+# ----------------------------------------------------------------------------------------------
+
+_RES2NET_SIGNATURES = {
+    # (v1b, layer3 blocks, width of layer1's 3x3 convs, scale, groups) -> name
+    (False, 6, 26, 4, 1): "res2net50",
+    (False, 23, 26, 4, 1): "res2net101",
+    (False, 36, 26, 4, 1): "res2net152",
+    (False, 6, 26, 6, 1): "res2net50_26w_6s",
+    (False, 6, 26, 8, 1): "res2net50_26w_8s",
+    (False, 6, 48, 2, 1): "res2net50_48w_2s",
+    (False, 6, 14, 8, 1): "res2net50_14w_8s",
+    (False, 6, 32, 4, 8): "res2next50",
+    (True, 6, 26, 4, 1): "res2net50_v1b",
+    (True, 23, 26, 4, 1): "res2net101_v1b",
+    (True, 36, 26, 4, 1): "res2net152_v1b",
+}
+
+
+def guess_model_name(shapes):
+    """The architecture a ``{name: shape}`` dict (PyTorch or MindSpore names) most likely belongs to,
+    or None."""
+    shapes = {(k[7:] if k.startswith("module.") else k): tuple(v) for k, v in shapes.items()}
+    if "base_layer.0.weight" in shapes:
+        conv = shapes.get("level2.tree1.convs.0.weight")
+        if conv is None:
+            return None
+        return "res2next_dla60" if conv[0] != conv[1] else "res2net_dla60"
+    conv = shapes.get("layer1.0.convs.0.weight")
+    if conv is None:
+        return None
+    v1b = "conv1.0.weight" in shapes
+    blocks = {int(m.group(1)) for k in shapes for m in [re.match(r"^layer3\.(\d+)\.", k)] if m}
+    convs = {int(m.group(1)) for k in shapes for m in [re.match(r"^layer1\.0\.convs\.(\d+)\.", k)] if m}
+    scale = len(convs) + 1 if convs else 1
+    groups = conv[0] // conv[1] if conv[1] else 1
+    return _RES2NET_SIGNATURES.get((v1b, len(blocks), conv[0], scale, groups))
+
+
+# ----------------------------------------------------------------------------------------------
+# files and command line
+# ----------------------------------------------------------------------------------------------
+
+def convert_file(src, model_name, dst, num_classes=None, use_ema=False):
+    """Convert the PyTorch / safetensors file ``src`` for ``model_name`` into the MindSpore
+    checkpoint ``dst`` (written atomically). Returns ``(dst, notes)``."""
+    from .checkpoint import save_checkpoint_atomic
+    from .models.registry import is_model, resolve_name
+
+    if not is_model(model_name):
+        from .models import list_models
+        raise UserError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+    state = read_state_dict_file(src, use_ema=use_ema)
+    notes = []
+    canonical = resolve_name(model_name)
+    params = convert_state_dict(state, canonical, num_classes=num_classes, source_label=os.fspath(src), notes=notes)
+    extra = {"architecture": canonical, "converted_from": os.path.basename(os.fspath(src))}
+    save_checkpoint_atomic(params, os.fspath(dst), extra=extra)
+    return os.fspath(dst), notes
+
+
+def _build_parser():
+    p = argparse.ArgumentParser(
+        prog="python -m mindcv_res2net.convert",
+        description="Convert official Res2Net / timm PyTorch weights (.pth/.pt/.bin/.safetensors) into a "
+                    "MindSpore checkpoint for mindcv_res2net.")
+    p.add_argument("src", help="PyTorch state dict (.pth/.pt/.bin) or .safetensors file")
+    p.add_argument("--model", "-m", default=None,
+                   help="architecture, e.g. res2net50, res2net50_v1b (= timm res2net50d), res2net_dla60; "
+                        "default: guessed from the weights")
+    p.add_argument("--out", "-o", required=True, help="output MindSpore checkpoint (.ckpt)")
+    p.add_argument("--num-classes", "--num_classes", type=int, default=None,
+                   help="classes of the target model (default: the checkpoint's; another number drops the "
+                        "classifier)")
+    p.add_argument("--ema", action="store_true", help="convert timm's EMA weights (state_dict_ema)")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def main(argv=None):
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    model = args.model
+    if model is None:
+        state = read_state_dict_file(args.src, use_ema=args.ema)
+        model = guess_model_name({k: np.shape(v) for k, v in state.items()})
+        if model is None:
+            raise UserError(f"could not tell the architecture of {args.src}: pass --model NAME")
+        print(f"guessed architecture: {model}")
+    dst, notes = convert_file(args.src, model, args.out, num_classes=args.num_classes, use_ema=args.ema)
+    for note in notes:
+        print(f"note: {note}")
+    print(f"wrote {dst} ({model})")
+    return 0
+
+
+if __name__ == "__main__":
+    from .cli import run_main
+    run_main(main, sys.argv[1:])

@@ -1,0 +1,42 @@
+"""Data: datasets, transforms, loader, mixup, Fashion-MNIST preparation.
+
+Public API (see each module's docstring)::
+
+    ds = create_dataset(name, root, split, shuffle, ..., seed=..., strict_data=...)
+    ds.class_names, ds.dataset_info              # label-ordered class names, DatasetInfo
+    transform = create_transforms(name, image_resize, is_training, ...)
+    loader = create_loader(ds, batch_size, drop_remainder, is_training, mixup, cutmix, ...,
+                           transform=transform, seed=seed, start_epoch=k, skip_steps=s)
+    loader.steps_per_epoch                        # == loader.get_dataset_size()
+    loader.pop_bad_image_count()                  # unreadable files since the last call
+
+Names are imported lazily so that ``python -m mindcv_res2net.data.prepare`` and light users
+(class-name constants) do not pay for importing MindSpore.
+"""
+import importlib
+
+_EXPORTS = {
+    "create_dataset": "dataset", "get_dataset_info": "dataset", "DatasetInfo": "dataset",
+    "EpochSampler": "dataset", "read_class_list": "dataset", "read_idx": "idx",
+    "FASHION_MNIST_CLASSES": "idx", "MNIST_CLASSES": "idx",
+    "BadImageCounter": "decode",
+    "create_loader": "loader", "pop_bad_image_count": "loader", "raise_data_error": "loader",
+    "MixupCutmix": "mixup",
+    "create_transforms": "transforms",
+    "measure_pipeline_throughput": "throughput", "make_synthetic_jpegs": "throughput",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

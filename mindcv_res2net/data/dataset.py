@@ -1,0 +1,504 @@
+"""Data sets: ImageFolder (ImageNet layout), MNIST and Fashion-MNIST; per-epoch seeded order.
+
+``create_dataset`` returns a ``mindspore.dataset.GeneratorDataset`` with two columns:
+
+* ``image``: for ImageFolder data sets, the encoded file (1-D uint8: the original JPEG bytes,
+  or an RGB PPM for anything else, see :mod:`.decode`); for MNIST / Fashion-MNIST, the decoded
+  HxWx1 uint8 array.
+* ``label``: int32 scalar (``-1`` marks an unreadable file in evaluation, see below).
+
+Extra attributes on the returned object: ``class_names`` (list of str, index = label),
+``dataset_info`` (:class:`DatasetInfo`), ``set_epoch(epoch)``.
+
+Order. The order of an epoch is a pure function of (seed, epoch): training order is
+``numpy.random.RandomState(seed + epoch).permutation(n)``; each ``__iter__`` of the sampler
+(one per epoch; MindSpore asks once per epoch, possibly while the previous epoch is still
+being consumed) takes the current epoch and moves it on by one. ``set_epoch(k)`` (or
+``start_epoch`` in :func:`create_loader`) positions it, so a resumed run sees the same order
+from epoch k on.
+
+Sharding. ``shuffle=True`` (training): every rank draws the same permutation and takes a
+disjoint contiguous slice of ``n // num_shards`` samples, so all ranks have the same number of
+samples, hence the same number of batches (required by data-parallel all-reduce); up to
+``num_shards - 1`` samples, a different few each epoch, are left out. ``shuffle=False``
+(evaluation): rank r takes indices ``r, r + world, r + 2*world, ...`` in file order, no padding
+and no duplicates, so summing per-rank correct/total counts gives the exact figure; ranks may
+differ by one sample.
+
+Unreadable files (zero bytes, truncated, not an image, ...). ``strict_data=True``: a
+``UserError`` naming the file. Otherwise the file is logged once, counted in
+``dataset_info.bad_images`` (:class:`~.decode.BadImageCounter`) every time it is met, and:
+training (``shuffle=True``) replaces it by the next readable file in file order, so batch
+counts stay equal on every rank; evaluation (``shuffle=False``) yields a small grey placeholder
+with label ``-1``, which metrics must leave out (``label >= 0``). Neither changes the order of
+the other samples.
+"""
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+import mindspore.dataset as ds
+
+from ..errors import UserError
+from . import decode as _decode
+from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
+
+_logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif",
+                    ".tiff", ".webp", ".gif", ".jfif", ".jpe")
+
+MNIST_FAMILY = {"mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
+IMAGEFOLDER_NAMES = ("imagenet", "imagefolder")
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+_MAX_SUBSTITUTE_TRIES = 64
+
+
+def canonical_name(name):
+    """'ImageFolder' -> 'imagefolder', 'Fashion-MNIST' -> 'fashion_mnist'; UserError if unknown."""
+    key = str(name).strip().lower().replace("-", "_")
+    key = {"fashionmnist": "fashion_mnist", "image_folder": "imagefolder"}.get(key, key)
+    if key not in IMAGEFOLDER_NAMES and key not in MNIST_FAMILY:
+        raise UserError(f"unknown dataset name: {name!r}. Use one of imagenet, imagefolder, "
+                        f"fashion_mnist, mnist")
+    return key
+
+
+def is_mnist_family(name):
+    return canonical_name(name) in MNIST_FAMILY
+
+
+@dataclass
+class DatasetInfo:
+    """What the trainer, validator and predictor need to know about a data set."""
+    name: str
+    root: str
+    split: str
+    class_names: list
+    num_samples: int  # images in the split (after the num_samples cap), all ranks together
+    samples_per_epoch: int  # what this rank reads per epoch
+    num_shards: int
+    shard_id: int
+    shuffle: bool
+    seed: int
+    bad_images: _decode.BadImageCounter = field(repr=False)
+    sampler: "EpochSampler" = field(repr=False)
+    source: object = field(repr=False)
+
+    @property
+    def num_classes(self):
+        return len(self.class_names)
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampler
+
+class EpochSampler(ds.Sampler):
+    """Per-epoch seeded order with sharding; see the module docstring.
+
+    Deep copies return the same object (MindSpore deep-copies the pipeline for every iterator;
+    the epoch counter must survive that).
+    """
+
+    def __init__(self, num_items, shuffle=True, seed=0, num_shards=1, shard_id=0, start_epoch=0,
+                 limit=None):
+        self.num_items = int(num_items)
+        self.limit = self.num_items if limit is None else min(int(limit), self.num_items)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        self.num_shards = int(num_shards)
+        self.shard_id = int(shard_id)
+        self._lock = threading.Lock()
+        self.epoch = int(start_epoch)
+        super().__init__(num_samples=self.samples_per_epoch())
+
+    def samples_per_epoch(self):
+        if self.shuffle:
+            return self.limit // self.num_shards
+        return len(range(self.shard_id, self.limit, self.num_shards))
+
+    def __len__(self):
+        return self.samples_per_epoch()
+
+    def set_epoch(self, epoch):
+        """The next epoch MindSpore starts reads the order of ``epoch``."""
+        with self._lock:
+            self.epoch = int(epoch)
+
+    def indices(self, epoch):
+        """This rank's sample indices of ``epoch`` (numpy int64 array); a pure function."""
+        if self.shuffle:
+            rng = np.random.RandomState((self.seed + int(epoch)) % (2 ** 32))
+            order = rng.permutation(self.num_items)[:self.limit]
+            per = self.limit // self.num_shards
+            return order[self.shard_id * per:(self.shard_id + 1) * per]
+        if self.limit == self.num_items:
+            base = np.arange(self.num_items, dtype=np.int64)
+        else:  # an evenly spread, fixed subset (file order is class order)
+            base = np.arange(self.limit, dtype=np.int64) * self.num_items // self.limit
+        return base[self.shard_id::self.num_shards]
+
+    def __iter__(self):
+        with self._lock:
+            epoch = self.epoch
+            self.epoch += 1
+        return iter(self.indices(epoch).tolist())
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+# ----------------------------------------------------------------------------------------------
+# Sources (random access, called from MindSpore's source threads)
+
+class _SourceBase:
+    def __init__(self, num_items, strict, replace_bad, bad_images):
+        self.num_items = num_items
+        self.strict = strict
+        self.replace_bad = replace_bad
+        self.bad_images = bad_images
+        self.known_bad = {}
+
+    def __len__(self):
+        return self.num_items
+
+    def _name(self, index):
+        raise NotImplementedError
+
+    def _load(self, index):
+        """Return the image column for ``index`` or raise BadImage."""
+        raise NotImplementedError
+
+    def _placeholder(self):
+        raise NotImplementedError
+
+    def _label(self, index):
+        raise NotImplementedError
+
+    def _try(self, index, record=True):
+        reason = self.known_bad.get(index)
+        if reason is None:
+            try:
+                return self._load(index)
+            except _decode.BadImage as exc:
+                reason = str(exc)
+                self.known_bad[index] = reason
+        name = self._name(index)
+        if self.strict:
+            err = UserError(f"unreadable image: {name} ({reason}). Remove or replace the file, "
+                            f"or run without strict_data to skip unreadable images")
+            self.bad_images.fatal = err
+            raise err
+        if record:
+            self.bad_images.record(name, reason)
+        return None
+
+    def __getitem__(self, index):
+        index = int(index)
+        image = self._try(index)
+        if image is not None:
+            return image, np.array(self._label(index), dtype=np.int32)
+        if not self.replace_bad:
+            return self._placeholder(), np.array(-1, dtype=np.int32)
+        for step in range(1, min(_MAX_SUBSTITUTE_TRIES, self.num_items)):
+            other = (index + step) % self.num_items
+            image = self._try(other, record=False)  # counted when read for its own index
+            if image is not None:
+                return image, np.array(self._label(other), dtype=np.int32)
+        raise UserError(f"no readable image among {_MAX_SUBSTITUTE_TRIES} files after "
+                        f"{self._name(index)}. Check the data set (see the warnings above)")
+
+
+class ImageFileSource(_SourceBase):
+    """Files on disk -> encoded bytes (``mode='encoded'``) or HxWx1 arrays (``mode='grey'``)."""
+
+    def __init__(self, paths, labels, mode="encoded", strict=False, replace_bad=True,
+                 bad_images=None, large_pixels=None):
+        super().__init__(len(paths), strict, replace_bad, bad_images or _decode.BadImageCounter())
+        self.paths = list(paths)
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.mode = mode
+        self.large_pixels = large_pixels
+
+    def _name(self, index):
+        return self.paths[index]
+
+    def _label(self, index):
+        return self.labels[index]
+
+    def _load(self, index):
+        data = _decode.read_file(self.paths[index])
+        if self.mode == "grey":
+            if not data:
+                raise _decode.BadImage("empty file (0 bytes)")
+            return _decode.decode_with_pil(data, self.large_pixels, mode="L")[:, :, None]
+        return np.frombuffer(_decode.prepare_encoded(data, self.large_pixels), dtype=np.uint8)
+
+    def _placeholder(self):
+        if self.mode == "grey":
+            return np.zeros((28, 28, 1), np.uint8)
+        return np.frombuffer(_decode.PLACEHOLDER_PPM, dtype=np.uint8)
+
+
+class ArraySource(_SourceBase):
+    """In-memory NxHxW uint8 images (idx files) -> HxWx1 arrays."""
+
+    def __init__(self, images, labels, names_prefix=""):
+        super().__init__(len(images), False, True, _decode.BadImageCounter())
+        self.images = images
+        self.labels = np.asarray(labels, dtype=np.int32)
+        self.names_prefix = names_prefix
+
+    def _name(self, index):
+        return f"{self.names_prefix}[{index}]"
+
+    def _label(self, index):
+        return self.labels[index]
+
+    def _load(self, index):
+        return self.images[index][:, :, None]
+
+
+# ----------------------------------------------------------------------------------------------
+# Folder scanning
+
+def read_class_list(class_list):
+    """A list of names, or a text file with one name per line (blank lines and '#' ignored)."""
+    if isinstance(class_list, (list, tuple)):
+        names = [str(c).strip() for c in class_list]
+    else:
+        path = os.fspath(class_list)
+        if not os.path.isfile(path):
+            raise UserError(f"class list file not found: {path}. Pass a text file with one class "
+                            f"(folder) name per line, in label order")
+        with open(path, encoding="utf-8") as fh:
+            names = [line.strip() for line in fh]
+        names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise UserError(f"class list is empty: {class_list}. Give one class name per line")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UserError(f"class list names a class twice: {', '.join(dup[:10])}. "
+                        f"Each class must appear once")
+    return names
+
+
+def _split_dir(root, split):
+    root = os.fspath(root) if root is not None else None
+    if not root:
+        raise UserError("no data directory given. Pass --data_dir (root holding the split folders)")
+    if not os.path.isdir(root):
+        raise UserError(f"data directory not found: {root}. Check --data_dir; it must hold "
+                        f"<split>/<class>/<image> folders")
+    path = os.path.join(root, split) if split else root
+    if not os.path.isdir(path):
+        present = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        raise UserError(f"split folder not found: {path}. Expected {root}/{split}/<class>/<image>; "
+                        f"folders present: {', '.join(present[:10]) or 'none'}. Fix --data_dir or "
+                        f"the split name (--train_split / --val_split)")
+    return path
+
+
+def scan_image_folder(root, split, class_list=None):
+    """(paths, labels, class_names) for ``root/split/<class>/<image>``, files sorted by name."""
+    path = _split_dir(root, split)
+    folders = sorted(d.name for d in os.scandir(path) if d.is_dir() and not d.name.startswith("."))
+    if class_list is not None:
+        class_names = read_class_list(class_list)
+        unknown = [f for f in folders if f not in set(class_names)]
+        if unknown:
+            raise UserError(f"class folders not in the class list: {', '.join(unknown[:10])}"
+                            f"{' ...' if len(unknown) > 10 else ''} (in {path}). Add them to the class "
+                            f"list file or remove the folders")
+    else:
+        class_names = folders
+    if not folders:
+        raise UserError(f"no class folders in {path}. Expected {path}/<class>/<image> "
+                        f"(one folder per class)")
+    index = {name: k for k, name in enumerate(class_names)}
+    paths, labels, ignored = [], [], []
+    for folder in folders:
+        cdir = os.path.join(path, folder)
+        names = sorted(e.name for e in os.scandir(cdir) if e.is_file() and not e.name.startswith("."))
+        for fname in names:
+            if fname.lower().endswith(IMAGE_EXTENSIONS):
+                paths.append(os.path.join(cdir, fname))
+                labels.append(index[folder])
+            else:
+                ignored.append(os.path.join(cdir, fname))
+    if ignored:
+        _logger.warning("ignoring %d file(s) without an image extension in %s, e.g. %s",
+                        len(ignored), path, ", ".join(ignored[:3]))
+    if not paths:
+        raise UserError(f"no images found in {path}. Expected {path}/<class>/<image> with "
+                        f"extensions {', '.join(IMAGE_EXTENSIONS[:6])} ...")
+    return paths, np.asarray(labels, np.int32), class_names
+
+
+# ----------------------------------------------------------------------------------------------
+# idx files
+
+def find_idx_files(root, split):
+    """(images_path, labels_path) in ``root`` or ``root/raw`` for split train / val|test, or None."""
+    key = "train" if split == "train" else "test"
+    for folder in (root, os.path.join(root, "raw")):
+        found = []
+        for stem in IDX_FILES[key]:
+            for cand in (stem + ".gz", stem, stem.replace("-idx", ".idx"),
+                         stem.replace("-idx", ".idx") + ".gz"):
+                if os.path.isfile(os.path.join(folder, cand)):
+                    found.append(os.path.join(folder, cand))
+                    break
+        if len(found) == 2:
+            return tuple(found)
+    return None
+
+
+def load_idx_split(root, split):
+    """(images NxHxW uint8, labels N int32) from idx files; UserError if missing or mismatched."""
+    files = find_idx_files(root, split)
+    if files is None:
+        return None
+    images, labels = read_idx(files[0]), read_idx(files[1])
+    if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+        raise UserError(f"idx files do not match: {files[0]} holds {images.shape}, {files[1]} "
+                        f"holds {labels.shape}. Re-download them")
+    return images, labels.astype(np.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+
+def _default_workers(num_parallel_workers):
+    if num_parallel_workers:
+        return int(num_parallel_workers)
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _check_shards(num_shards, shard_id):
+    if num_shards is None and shard_id is None:
+        return 1, 0
+    if num_shards is None or shard_id is None:
+        raise UserError("num_shards and shard_id must be given together (or neither)")
+    num_shards, shard_id = int(num_shards), int(shard_id)
+    if num_shards < 1 or not 0 <= shard_id < num_shards:
+        raise UserError(f"bad sharding: shard_id={shard_id}, num_shards={num_shards}. "
+                        f"Need 0 <= shard_id < num_shards")
+    return num_shards, shard_id
+
+
+def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_samples=None,
+                   num_shards=None, shard_id=None, num_parallel_workers=None, class_list=None,
+                   seed=None, strict_data=False, start_epoch=0, download=False,
+                   large_image_pixels=None, **kwargs):
+    """Build a data set (see the module docstring for columns, order, sharding, bad files).
+
+    Args:
+        name: 'imagenet' / 'imagefolder' (``root/split/<class>/<image>``), 'fashion_mnist' or
+            'mnist' (idx files, ``.gz`` or raw, in ``root`` or ``root/raw``; or prepared class
+            folders ``root/split/<class>/*.png``).
+        root: data directory. split: 'train', 'val' (or 'test'; for idx files both mean t10k).
+        shuffle: seeded per-epoch permutation (training) or file order (evaluation).
+        num_samples: use only this many images per epoch (all ranks together): the first
+            ``num_samples`` of each epoch's permutation when shuffling (a new random subset
+            every epoch), else a fixed subset spread evenly over the (class-sorted) files.
+        num_shards, shard_id: distributed sharding (see module docstring).
+        num_parallel_workers: source threads (file reading and checking).
+        class_list: list of class names or a text file, one per line: label = line index, so a
+            partial class set keeps its full-set indices. Folders not in the list: UserError.
+        seed: order seed (None -> 0). strict_data: unreadable file -> UserError.
+        start_epoch: epoch whose order the first iteration reads (see ``set_epoch``).
+        download: for fashion_mnist / mnist, fetch and verify the official files into ``root``
+            when neither idx files nor class folders are present.
+        large_image_pixels: images above this many pixels are reduced before decoding.
+
+    Returns:
+        ``mindspore.dataset.GeneratorDataset`` with ``.class_names``, ``.dataset_info`` and
+        ``.set_epoch``; ``get_dataset_size()`` = samples this rank reads per epoch.
+    """
+    if kwargs:
+        raise UserError(f"unknown create_dataset option(s): {', '.join(sorted(kwargs))}")
+    key = canonical_name(name)
+    split = str(split) if split else ""
+    num_shards, shard_id = _check_shards(num_shards, shard_id)
+    seed = 0 if seed is None else int(seed)
+    workers = _default_workers(num_parallel_workers)
+    bad = _decode.BadImageCounter()
+    replace_bad = bool(shuffle)
+
+    if key in MNIST_FAMILY:
+        if root is None or not os.path.isdir(os.fspath(root)):
+            if download and root is not None:
+                os.makedirs(root, exist_ok=True)
+            else:
+                raise UserError(f"data directory not found: {root}. Point --data_dir at the folder "
+                                f"with the {key} idx files, or prepare class folders with "
+                                f"'python -m mindcv_res2net.data.prepare {key} --out DIR'")
+        root = os.fspath(root)
+        loaded = load_idx_split(root, split)
+        if loaded is None and not os.path.isdir(os.path.join(root, split)) and download:
+            from .prepare import fetch_raw_files
+            fetch_raw_files(key, root)
+            loaded = load_idx_split(root, split)
+        if loaded is not None:
+            images, labels = loaded
+            class_names = list(MNIST_FAMILY[key]) if class_list is None else read_class_list(class_list)
+            if labels.size and labels.max() >= len(class_names):
+                raise UserError(f"idx labels go up to {labels.max()} but there are "
+                                f"{len(class_names)} classes. Check the class list")
+            source = ArraySource(images, labels, names_prefix=f"{root}:{split}")
+            source.bad_images = bad
+        else:
+            if not os.path.isdir(os.path.join(root, split)):
+                raise UserError(f"no {key} data in {root}: neither idx files (train-images-idx3-ubyte"
+                                f"[.gz], ...) nor a class-folder split {os.path.join(root, split)}. "
+                                f"Run 'python -m mindcv_res2net.data.prepare {key} --out {root}'")
+            paths, labels, class_names = scan_image_folder(root, split, class_list)
+            source = ImageFileSource(paths, labels, mode="grey", strict=strict_data,
+                                     replace_bad=replace_bad, bad_images=bad,
+                                     large_pixels=large_image_pixels)
+    else:
+        paths, labels, class_names = scan_image_folder(root, split, class_list)
+        source = ImageFileSource(paths, labels, mode="encoded", strict=strict_data,
+                                 replace_bad=replace_bad, bad_images=bad,
+                                 large_pixels=large_image_pixels)
+
+    total = len(source)
+    if num_samples is not None:
+        if int(num_samples) < 1:
+            raise UserError(f"num_samples must be positive, got {num_samples}")
+        total = min(total, int(num_samples))
+    if shuffle and total < num_shards:
+        raise UserError(f"{total} images cannot be shared by {num_shards} ranks. Use more data")
+    sampler = EpochSampler(len(source), shuffle=shuffle, seed=seed, num_shards=num_shards,
+                           shard_id=shard_id, start_epoch=start_epoch, limit=total)
+    source_threads = max(1, min(workers, 4))
+    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], sampler=sampler,
+                                  num_parallel_workers=source_threads, python_multiprocessing=False)
+    info = DatasetInfo(name=key, root=os.fspath(root), split=split, class_names=list(class_names),
+                       num_samples=total, samples_per_epoch=sampler.samples_per_epoch(),
+                       num_shards=num_shards, shard_id=shard_id, shuffle=bool(shuffle), seed=seed,
+                       bad_images=bad, sampler=sampler, source=source)
+    attach_info(dataset, info)
+    return dataset
+
+
+def attach_info(dataset, info):
+    dataset.dataset_info = info
+    dataset.class_names = info.class_names
+    dataset.set_epoch = info.sampler.set_epoch
+    return dataset
+
+
+def get_dataset_info(dataset):
+    """The :class:`DatasetInfo` of a data set or loader made by this package; UserError if none."""
+    info = getattr(dataset, "dataset_info", None)
+    if info is None:
+        raise UserError("this data set was not made by mindcv_res2net.data.create_dataset; "
+                        "build it with create_dataset")
+    return info

@@ -1,0 +1,303 @@
+"""Image transforms (MindCV key names and defaults).
+
+ImageNet-style (``imagenet`` / ``imagefolder``; the image column holds encoded bytes):
+
+* train: ``RandomCropDecodeResize`` (decode fused with the random resized crop: for JPEGs only
+  the needed part is decoded, with DCT scaling) -> flips -> auto-augment *or* colour jitter ->
+  normalise -> HWC->CHW -> random erasing.
+* eval: ``Decode`` -> resize the shorter side to ``floor(image_resize / crop_pct)`` -> centre
+  crop ``image_resize`` -> normalise -> HWC->CHW.
+
+MNIST / Fashion-MNIST (the image column holds HxWx1 uint8): resize to ``image_resize`` square;
+train adds a padded random crop (padding image_resize // 8) and, for Fashion-MNIST only by
+default, a horizontal flip; grey is repeated to 3 channels when ``in_channels == 3``.
+
+``mean`` / ``std``: if every value of both is <= 1 they are fractions of 255 (0.485 -> 123.675),
+otherwise both are on the 0-255 scale. Output: float32 CHW.
+"""
+import math
+import os
+
+import numpy as np
+
+import mindspore.dataset.vision as vision
+from mindspore.dataset.vision import Inter
+
+from ..errors import UserError
+from .dataset import canonical_name, MNIST_FAMILY
+from .randaugment import RandAugment
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+DATASET_MEAN_STD = {
+    "fashion_mnist": ((0.2860,), (0.3530,)),
+    "mnist": ((0.1307,), (0.3081,)),
+}
+DEFAULT_CROP_PCT = 0.875
+
+_INTERP = {
+    "nearest": Inter.NEAREST,
+    "bilinear": Inter.BILINEAR,
+    "linear": Inter.BILINEAR,
+    "bicubic": Inter.BICUBIC,
+    "cubic": Inter.BICUBIC,
+    "area": Inter.AREA,
+    "pilcubic": Inter.PILCUBIC,
+    "antialias": Inter.ANTIALIAS,
+}
+
+AUTO_AUGMENT_HELP = ("randaug-m<M>[-n<N>][-mstd<S>][-mmax<X>][-inc1][-p<P>] (e.g. randaug-m9-mstd0.5-inc1), "
+                     "autoaug / autoaugr (ImageNet AutoAugment policy), autoaug-cifar10, autoaug-svhn, "
+                     "trivialaugwide, 3a (one of grey / solarize / blur per image)")
+
+
+def parse_interpolation(name):
+    if isinstance(name, Inter):
+        return name
+    key = str(name).strip().lower()
+    if key not in _INTERP:
+        raise UserError(f"unknown interpolation: {name!r}. Use one of {', '.join(sorted(_INTERP))}")
+    return _INTERP[key]
+
+
+def mean_std_255(mean, std, channels):
+    """Mean / std on the 0-255 scale, one value per channel (see module docstring)."""
+    mean = [float(v) for v in np.atleast_1d(np.asarray(mean, dtype=np.float64))]
+    std = [float(v) for v in np.atleast_1d(np.asarray(std, dtype=np.float64))]
+    if any(s <= 0 for s in std):
+        raise UserError(f"std values must be positive, got {std}")
+    if max(mean + std) <= 1.0:
+        mean = [v * 255.0 for v in mean]
+        std = [v * 255.0 for v in std]
+    if len(mean) == 1:
+        mean = mean * channels
+    if len(std) == 1:
+        std = std * channels
+    if len(mean) != channels or len(std) != channels:
+        raise UserError(f"mean/std need 1 or {channels} values, got mean={mean}, std={std}")
+    return mean, std
+
+
+def _pair(value, name):
+    try:
+        a, b = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} needs two numbers (min, max), got {value!r}") from None
+    if a > b:
+        raise UserError(f"{name} must be (min, max) with min <= max, got {value!r}")
+    return a, b
+
+
+class RandomErasing:
+    """Random erasing on a normalised CHW float32 image (Zhong et al.; timm semantics).
+
+    ``value``: a number or one number per channel (fill in normalised units), ``'random'``
+    (per-pixel N(0, 1), MindCV's ``re_value: random``) or ``'rand'`` (one N(0, 1) per channel).
+    """
+
+    def __init__(self, prob=0.25, scale=(0.02, 0.33), ratio=(0.3, 3.3), value=0, max_attempts=10,
+                 seed=None):
+        self.prob = float(prob)
+        self.scale = _pair(scale, "re_scale")
+        self.ratio = _pair(ratio, "re_ratio")
+        if self.ratio[0] <= 0:
+            raise UserError(f"re_ratio must be positive, got {ratio!r}")
+        if isinstance(value, str):
+            if value not in ("random", "rand", "pixel", "const"):
+                raise UserError(f"re_value must be a number, 'random' or 'rand', got {value!r}")
+            self.value = {"pixel": "random", "const": 0.0}.get(value, value)
+        else:
+            self.value = np.asarray(value, dtype=np.float32)
+        self.max_attempts = int(max_attempts)
+        self.set_seed(seed)
+
+    def set_seed(self, seed):
+        self._seed = seed
+        self._pid = os.getpid()
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image):
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
+        rng = self.rng
+        if rng.random() >= self.prob:
+            return image
+        image = np.array(image, dtype=np.float32, copy=True)
+        c, h, w = image.shape
+        area = h * w
+        log_ratio = (math.log(self.ratio[0]), math.log(self.ratio[1]))
+        for _ in range(self.max_attempts):
+            target = rng.uniform(*self.scale) * area
+            aspect = math.exp(rng.uniform(*log_ratio))
+            eh = int(round(math.sqrt(target * aspect)))
+            ew = int(round(math.sqrt(target / aspect)))
+            if 0 < eh < h and 0 < ew < w:
+                top = int(rng.integers(0, h - eh + 1))
+                left = int(rng.integers(0, w - ew + 1))
+                if isinstance(self.value, str):
+                    shape = (c, eh, ew) if self.value == "random" else (c, 1, 1)
+                    fill = rng.standard_normal(shape, dtype=np.float32)
+                else:
+                    fill = self.value.reshape(-1, 1, 1) if self.value.ndim else self.value
+                image[:, top:top + eh, left:left + ew] = fill
+                break
+        return image
+
+
+class ThreeAugment:
+    """'3a' (DeiT III): per image one of greyscale, solarize (threshold 128), Gaussian blur
+    (sigma uniform in [0.1, 2]). Python op on HxWx3 uint8."""
+
+    def __init__(self, seed=None):
+        self.set_seed(seed)
+
+    def set_seed(self, seed):
+        self._seed = seed
+        self._pid = os.getpid()
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, image):
+        from PIL import Image, ImageFilter, ImageOps
+
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
+        img = Image.fromarray(np.asarray(image, dtype=np.uint8))
+        choice = int(self.rng.integers(0, 3))
+        if choice == 0:
+            img = ImageOps.grayscale(img).convert("RGB")
+        elif choice == 1:
+            img = ImageOps.solarize(img, 128)
+        else:
+            img = img.filter(ImageFilter.GaussianBlur(radius=float(self.rng.uniform(0.1, 2.0))))
+        return np.asarray(img, dtype=np.uint8)
+
+
+class GreyToRGB:
+    """HxWx1 -> HxWx3 (repeat)."""
+
+    def __call__(self, image):
+        image = np.asarray(image)
+        if image.ndim == 2:
+            image = image[:, :, None]
+        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
+
+
+def _auto_augment_op(policy, mean255, interpolation):
+    policy = str(policy).strip()
+    fill = tuple(int(min(255, round(v))) for v in mean255)
+    if policy.startswith("randaug"):
+        return RandAugment(policy, fill=fill, interpolation=interpolation)
+    inter = Inter.BICUBIC if interpolation == "bicubic" else Inter.BILINEAR
+    if policy == "3a":
+        return ThreeAugment()
+    if policy.split("-")[0] in ("autoaug", "autoaugr", "autoaugment", "v0", "original") and \
+            policy.split("-")[-1] not in ("cifar10", "svhn"):
+        return vision.AutoAugment(vision.AutoAugmentPolicy.IMAGENET, interpolation=inter, fill_value=fill)
+    if policy == "autoaug-cifar10":
+        return vision.AutoAugment(vision.AutoAugmentPolicy.CIFAR10, interpolation=inter, fill_value=fill)
+    if policy == "autoaug-svhn":
+        return vision.AutoAugment(vision.AutoAugmentPolicy.SVHN, interpolation=inter, fill_value=fill)
+    if policy in ("trivialaugwide", "trivialaug"):
+        return vision.TrivialAugmentWide(interpolation=inter, fill_value=fill)
+    raise UserError(f"unknown auto_augment policy: {policy!r}. Supported: {AUTO_AUGMENT_HELP}")
+
+
+def _color_jitter_op(color_jitter):
+    if isinstance(color_jitter, (list, tuple)):
+        if len(color_jitter) not in (3, 4):
+            raise UserError(f"color_jitter needs 1, 3 or 4 numbers, got {color_jitter!r}")
+        values = [float(v) for v in color_jitter]
+    else:
+        values = [float(color_jitter)] * 3
+    b, c, s = values[:3]
+    hue = values[3] if len(values) == 4 else 0.0
+    if not 0 <= hue <= 0.5:
+        raise UserError(f"color_jitter hue must be in [0, 0.5], got {hue}")
+    return vision.RandomColorAdjust(brightness=(max(0.0, 1 - b), 1 + b), contrast=(max(0.0, 1 - c), 1 + c),
+                                    saturation=(max(0.0, 1 - s), 1 + s), hue=(-hue, hue))
+
+
+def create_transforms(dataset_name="imagenet", image_resize=224, is_training=False,
+                      scale=(0.08, 1.0), ratio=(0.75, 1.333), hflip=None, vflip=0.0,
+                      color_jitter=None, interpolation="bilinear", crop_pct=DEFAULT_CROP_PCT,
+                      auto_augment=None, re_prob=0.0, re_scale=(0.02, 0.33), re_ratio=(0.3, 3.3),
+                      re_value=0, re_max_attempts=10, mean=None, std=None, separate=False,
+                      in_channels=3):
+    """List of image-column operations (see the module docstring).
+
+    ``hflip=None`` means 0.5, except 0 for MNIST (mirrored digits are other digits).
+    ``separate=True`` returns ``(primary, secondary, final)`` lists: crop/flip, auto-augment or
+    colour jitter, normalise/CHW/erasing (empty lists where a stage has nothing).
+    Python ops in the lists (RandAugment, RandomErasing) have ``set_seed(seed)``;
+    :func:`create_loader` seeds them with ``seed + rank``.
+    """
+    key = canonical_name(dataset_name)
+    if isinstance(image_resize, (list, tuple)):
+        if len(image_resize) != 2 or image_resize[0] != image_resize[1]:
+            raise UserError(f"image_resize must be one number (square images), got {image_resize!r}")
+        image_resize = image_resize[0]
+    image_resize = int(image_resize)
+    if image_resize < 1:
+        raise UserError(f"image_resize must be positive, got {image_resize}")
+    if not 0 < float(crop_pct) <= 1.0:
+        raise UserError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    for pname, p in (("hflip", hflip), ("vflip", vflip), ("re_prob", re_prob)):
+        if p is not None and not 0.0 <= float(p) <= 1.0:
+            raise UserError(f"{pname} is a probability in [0, 1], got {p}")
+    inter = parse_interpolation(interpolation)
+    interp_name = str(interpolation).lower() if not isinstance(interpolation, Inter) else "bilinear"
+
+    if key in MNIST_FAMILY:
+        if in_channels not in (1, 3):
+            raise UserError(f"in_channels must be 1 or 3 for {key}, got {in_channels}")
+        d_mean, d_std = DATASET_MEAN_STD[key]
+        mean, std = mean_std_255(d_mean if mean is None else mean, d_std if std is None else std, in_channels)
+        if hflip is None:
+            hflip = 0.0 if key == "mnist" else 0.5
+        primary = [vision.Resize((image_resize, image_resize), interpolation=inter)]
+        secondary = []
+        if is_training:
+            pad = max(1, image_resize // 8)
+            primary.append(vision.RandomCrop(image_resize, padding=pad))
+            if hflip > 0:
+                primary.append(vision.RandomHorizontalFlip(prob=float(hflip)))
+            if vflip and vflip > 0:
+                primary.append(vision.RandomVerticalFlip(prob=float(vflip)))
+        final = []
+        if in_channels == 3:
+            final.append(GreyToRGB())
+        final += [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
+        if is_training and re_prob and re_prob > 0:
+            final.append(RandomErasing(re_prob, re_scale, re_ratio, re_value, re_max_attempts))
+        return (primary, secondary, final) if separate else primary + secondary + final
+
+    if in_channels != 3:
+        raise UserError(f"in_channels={in_channels} is only supported for mnist / fashion_mnist; "
+                        f"{key} images are RGB")
+    mean, std = mean_std_255(IMAGENET_MEAN if mean is None else mean, IMAGENET_STD if std is None else std, 3)
+    if hflip is None:
+        hflip = 0.5
+    if is_training:
+        primary = [vision.RandomCropDecodeResize(image_resize, scale=_pair(scale, "scale"),
+                                                 ratio=_pair(ratio, "ratio"), interpolation=inter)]
+        if hflip > 0:
+            primary.append(vision.RandomHorizontalFlip(prob=float(hflip)))
+        if vflip and vflip > 0:
+            primary.append(vision.RandomVerticalFlip(prob=float(vflip)))
+        secondary = []
+        if auto_augment:
+            secondary.append(_auto_augment_op(auto_augment, mean, interp_name))
+        elif color_jitter is not None and color_jitter is not False:
+            secondary.append(_color_jitter_op(color_jitter))
+        final = [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
+        if re_prob and re_prob > 0:
+            final.append(RandomErasing(re_prob, re_scale, re_ratio, re_value, re_max_attempts))
+    else:
+        scale_size = int(math.floor(image_resize / float(crop_pct)))
+        primary = [vision.Decode(), vision.Resize(scale_size, interpolation=inter),
+                   vision.CenterCrop(image_resize)]
+        secondary = []
+        final = [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
+    return (primary, secondary, final) if separate else primary + secondary + final

@@ -1,0 +1,121 @@
+"""Build the training and validation data of a run from the resolved config.
+
+The training pipeline is rebuilt for every epoch with seeds derived from (seed, epoch, rank): the
+order is ``RandomState(seed + epoch)`` and the augmentation randomness is seeded per epoch, so a
+run resumed at epoch k reads exactly the batches an uninterrupted run reads from epoch k on.
+"""
+import logging
+from dataclasses import dataclass
+
+from ..data import create_dataset, create_loader, create_transforms
+from ..errors import UserError
+
+_EPOCH_SEED_STRIDE = 7919  # a prime: per-epoch augmentation seeds never collide with seed + rank
+
+
+@dataclass
+class DataSplit:
+    """A batched data set and what the loop needs to know about it."""
+
+    loader: object
+    class_names: list
+    num_samples: int
+    steps_per_epoch: int
+    root: str
+
+    def __iter__(self):
+        return self.loader.create_tuple_iterator(num_epochs=1, output_numpy=False)
+
+    def take_skipped_count(self):
+        """Unreadable images met since the last call."""
+        return self.loader.pop_bad_image_count()
+
+
+def _shards(dist):
+    if dist.world_size > 1:
+        return dist.world_size, dist.rank
+    return None, None
+
+
+def _transform_kwargs(args):
+    return dict(image_resize=args.image_resize, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
+                vflip=args.vflip, color_jitter=args.color_jitter, interpolation=args.interpolation,
+                crop_pct=args.crop_pct, auto_augment=args.auto_augment, re_prob=args.re_prob,
+                re_scale=args.re_scale, re_ratio=args.re_ratio, re_value=args.re_value, mean=args.mean,
+                std=args.std, in_channels=args.in_channels)
+
+
+def _split(loader, root):
+    info = loader.dataset_info
+    return DataSplit(loader=loader, class_names=list(loader.class_names), num_samples=info.num_samples,
+                     steps_per_epoch=int(loader.steps_per_epoch), root=f"{root}/{info.split}")
+
+
+def build_train(args, dist, epoch=0):
+    num_shards, shard_id = _shards(dist)
+    dataset = create_dataset(
+        args.dataset, root=args.data_dir, split=args.train_split, shuffle=args.shuffle,
+        num_samples=args.num_samples, num_shards=num_shards, shard_id=shard_id,
+        num_parallel_workers=args.num_parallel_workers, class_list=args.class_list, seed=args.seed,
+        strict_data=args.strict_data, start_epoch=epoch)
+    transform = create_transforms(args.dataset, is_training=True, **_transform_kwargs(args))
+    loader = create_loader(
+        dataset, args.batch_size, drop_remainder=args.drop_remainder, is_training=True, mixup=args.mixup,
+        cutmix=args.cutmix, cutmix_prob=args.cutmix_prob, num_classes=args.num_classes, transform=transform,
+        num_parallel_workers=args.num_parallel_workers, label_smoothing=0.0,  # the loss smooths
+        seed=int(args.seed) + _EPOCH_SEED_STRIDE * epoch, start_epoch=epoch, image_resize=args.image_resize)
+    return _split(loader, args.data_dir)
+
+
+def build_val(args, dist):
+    num_shards, shard_id = _shards(dist)
+    dataset = create_dataset(
+        args.dataset, root=args.data_dir, split=args.val_split, shuffle=False,
+        num_samples=None, num_shards=num_shards, shard_id=shard_id,
+        num_parallel_workers=args.num_parallel_workers, class_list=args.class_list, seed=args.seed,
+        strict_data=args.strict_data)
+    transform = create_transforms(args.dataset, is_training=False, **_transform_kwargs(args))
+    loader = create_loader(dataset, args.batch_size, drop_remainder=False, is_training=False,
+                           num_classes=args.num_classes, transform=transform,
+                           num_parallel_workers=args.num_parallel_workers, seed=args.seed,
+                           image_resize=args.image_resize)
+    return _split(loader, args.data_dir)
+
+
+def check_num_classes(args, class_names):
+    """``num_classes`` from the data when not given; an error when the data has more classes."""
+    found = len(class_names)
+    if args.num_classes is None:
+        args.num_classes = found
+    elif args.num_classes < found:
+        raise UserError(f"num_classes is {args.num_classes} but the training data in {args.data_dir} has {found} "
+                        f"classes: pass --num_classes {found} (or --class_list to choose the classes)")
+    return args.num_classes
+
+
+def convert_sync_bn(net, args, logger=None):
+    """Replace BatchNorm2d by SyncBatchNorm across all ranks (GPU / Ascend with several ranks only)."""
+    logger = logger or logging.getLogger("mindcv_res2net")
+    from mindspore import communication, nn
+
+    if args.device_target == "CPU":
+        logger.warning("sync_bn: SyncBatchNorm is not available on CPU; BatchNorm statistics stay per device")
+        return net
+    try:
+        world = communication.get_group_size()
+    except Exception:  # not initialised: a single process
+        world = 1
+    if world < 2:
+        logger.warning("sync_bn: a single rank; plain BatchNorm is used")
+        return net
+    for _name, cell in list(net.cells_and_names()):
+        for child_name, child in list(cell.name_cells().items()):
+            if isinstance(child, nn.BatchNorm2d):
+                sync = nn.SyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum)
+                for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
+                    getattr(sync, attr).set_data(getattr(child, attr).data)
+                    getattr(sync, attr).name = getattr(child, attr).name
+                cell.insert_child_to_cell(child_name, sync)
+                setattr(cell, child_name, sync) if not child_name.isdigit() else None
+    logger.info("sync_bn: BatchNorm statistics synchronised across %d ranks", world)
+    return net

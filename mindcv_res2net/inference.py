@@ -1,0 +1,483 @@
+"""Eval-only rewrites of the Res2Net family for fast inference and clean export.
+
+``optimize_for_inference(net)`` builds a *new* network from a trained model's weights (the original
+is left untouched) that computes the same function in eval mode with fewer, larger operations:
+
+- every BatchNorm is folded into the convolution before it:
+  ``w' = w * gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``
+  (computed in float64, stored in the model's dtype);
+- in a stage block (the first block of a stage) the ``scale - 1`` independent 3x3 convolutions,
+  one per chunk, become one grouped convolution (``groups = (scale - 1) * cardinality``). The last
+  chunk's ``AvgPool(3, stride, padding 1, zero padding counted)`` is a fixed 3x3 convolution
+  (weight 1/9 on its own channel), so it joins the same grouped convolution as one more group
+  block: a stage block is then ``1x1 -> grouped 3x3 (groups = scale * cardinality) -> 1x1``, with no
+  split and no concatenation at all (the pooled chunk is non-negative, so the shared ReLU leaves it
+  unchanged);
+- the other blocks keep their hierarchical 3x3 chain (each conv needs the previous one's output),
+  with one split and one concatenation;
+- ReLU follows each convolution directly (MindSpore 2.8 has no public fused conv + ReLU primitive
+  for CPU/GPU; the graph compiler may fuse them where the backend can);
+- dropout and drop-path (identities in eval) are left out;
+- only operations that MindSpore 2.8's ONNX exporter knows are used: ``Conv2D`` + ``BiasAdd``,
+  ``ReLU``, ``Add`` (never an in-place add), ``Split``, ``Concat``, ``Pad``, ``MaxPool`` and
+  ``AvgPool`` with ``valid`` / ``same`` padding, ``ReduceMean`` / ``ReduceMax`` and ``MatMul``.
+  ``nn.MaxPool2d`` / ``nn.AvgPool2d`` with ``pad_mode='pad'`` lower to 3-D pooling primitives the
+  exporter does not support, so the stem max-pool is ``Pad`` (zeros: its input is a ReLU output)
+  + ``MaxPool(valid)`` and the v1b shortcut's ``AvgPool(2, 2, ceil_mode, padding not counted)`` is
+  ``AvgPool(2, 2, 'same')`` (SAME padding at the bottom/right, not counted in the average).
+
+The result works in graph and PyNative mode, for every registered model (Res2Net, Res2NeXt, v1b,
+DLA-60 with Res2Net/Res2NeXt blocks), with ``features_only``, ``num_classes=0`` and every
+``global_pool``. It keeps ``default_cfg``, ``num_classes``, ``num_features``, ``feature_info``,
+``features_only`` and ``out_indices`` of the original.
+"""
+import copy
+
+import numpy as np
+from mindspore import Tensor, nn, ops
+
+from .models.layers import SelectAdaptivePool2d
+from .models.res2net import Res2Net
+from .models.res2net_dla import Res2NetDLA
+
+__all__ = ["optimize_for_inference", "fold_conv_bn", "FusedConv", "FusedBottle2neck", "FusedDlaBottle2neck",
+           "FusedRes2Net", "FusedRes2NetDLA"]
+
+
+# ------------------------------------------------------------------------------------------------
+# weight arithmetic (numpy, float64)
+# ------------------------------------------------------------------------------------------------
+
+def _np(param):
+    return param.asnumpy().astype(np.float64)
+
+
+def fold_conv_bn(conv, bn=None):
+    """(weight, bias) as float64 arrays of ``bn(conv(x))`` written as one convolution with bias."""
+    weight = _np(conv.weight)
+    bias = _np(conv.bias) if conv.has_bias else np.zeros(weight.shape[0])
+    if bn is None:
+        return weight, bias
+    scale = _np(bn.gamma) / np.sqrt(_np(bn.moving_variance) + float(bn.eps))
+    return weight * scale[:, None, None, None], _np(bn.beta) + (bias - _np(bn.moving_mean)) * scale
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def _padding(conv):
+    """The symmetric padding of a ``pad_mode='pad'`` convolution as one int (or a 4-tuple)."""
+    pad = conv.padding
+    if isinstance(pad, (tuple, list)):
+        return pad[0] if len(set(pad)) == 1 else tuple(pad)
+    return pad
+
+
+class FusedConv(nn.Cell):
+    """A convolution with bias (a folded conv + BN), optionally followed by ReLU."""
+
+    def __init__(self, weight, bias, stride=1, padding=0, groups=1, relu=False, dilation=1, dtype=None):
+        super().__init__()
+        dtype = dtype or np.float32
+        weight = np.ascontiguousarray(weight, dtype=dtype)
+        bias = np.ascontiguousarray(bias, dtype=dtype)
+        out_ch, in_per_group, kh, kw = weight.shape
+        has_pad = padding != 0 and padding != (0, 0, 0, 0)
+        self.conv = nn.Conv2d(
+            in_per_group * groups, out_ch, (kh, kw), stride=stride,
+            pad_mode="pad" if has_pad else "valid", padding=padding if has_pad else 0,
+            dilation=dilation, group=groups, has_bias=True,
+            weight_init=Tensor(weight), bias_init=Tensor(bias))
+        self.use_relu = bool(relu)
+        self.relu = nn.ReLU()
+
+    @classmethod
+    def from_conv_bn(cls, conv, bn=None, relu=False):
+        weight, bias = fold_conv_bn(conv, bn)
+        return cls(weight, bias, stride=_pair(conv.stride), padding=_padding(conv), groups=conv.group,
+                   relu=relu, dilation=_pair(conv.dilation), dtype=_dtype(conv))
+
+    def construct(self, x):
+        x = self.conv(x)
+        if self.use_relu:
+            x = self.relu(x)
+        return x
+
+
+def _dtype(conv):
+    return {"Float16": np.float16, "Float64": np.float64}.get(str(conv.weight.dtype), np.float32)
+
+
+class StemMaxPool(nn.Cell):
+    """``MaxPool(3, 2, padding 1)`` of a non-negative input: zero ``Pad`` + ``MaxPool(valid)``.
+
+    (Exact only because the input is a ReLU output: a zero in the padding never wins the max.)
+    """
+
+    def __init__(self, kernel_size=3, stride=2, padding=1):
+        super().__init__()
+        self.pad = ops.Pad(((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else None
+        self.pool = ops.MaxPool(kernel_size=kernel_size, strides=stride, pad_mode="VALID")
+
+    def construct(self, x):
+        if self.pad is not None:
+            x = self.pad(x)
+        return self.pool(x)
+
+
+def _kernel(pool_attr):
+    value = pool_attr if isinstance(pool_attr, (tuple, list)) else (pool_attr, pool_attr)
+    return tuple(int(v) for v in value[-2:])
+
+
+# ------------------------------------------------------------------------------------------------
+# the bottleneck
+# ------------------------------------------------------------------------------------------------
+
+def _stage_grouped_weights(block):
+    """Weights and bias of the stage block's one grouped 3x3 conv over all ``scale`` chunks."""
+    ws, bs = [], []
+    for conv, bn in zip(block.convs, block.bns):
+        w, b = fold_conv_bn(conv, bn)
+        ws.append(w)
+        bs.append(b)
+    if block.scale > 1:
+        # AvgPool(3, stride, pad 1, count_include_pad) == conv with 1/9 on each channel's own input.
+        width, per_group = ws[0].shape[0], ws[0].shape[1]
+        pool_w = np.zeros((width, per_group, 3, 3))
+        for o in range(width):
+            pool_w[o, o % per_group] = 1.0 / 9.0
+        ws.append(pool_w)
+        bs.append(np.zeros(width))
+    return np.concatenate(ws, 0), np.concatenate(bs, 0)
+
+
+class FusedBottle2neck(nn.Cell):
+    """Eval-only Res2Net bottleneck with BN folded; see the module docstring.
+
+    Built from a trained ``Bottle2neck`` (or DLA's ``DlaBottle2neck``) by ``from_block``.
+    """
+
+    def __init__(self, block, shortcut=None):
+        super().__init__()
+        self.width = int(block.width)
+        self.scale = int(block.scale)
+        self.num_convs = int(block.num_convs)
+        self.is_stage = bool(block.is_stage)
+        first = block.convs[0]
+        stride = _pair(first.stride)
+        cardinality = int(first.group)
+        self.conv1 = FusedConv.from_conv_bn(block.conv1, block.bn1, relu=True)
+        if self.is_stage or self.scale == 1:
+            # one grouped conv over every chunk (the last chunk's avg-pool as a fixed 1/9 kernel)
+            weight, bias = _stage_grouped_weights(block)
+            groups = cardinality * (self.scale if self.scale > 1 else 1)
+            self.grouped = FusedConv(weight, bias, stride=stride, padding=_padding(first), groups=groups,
+                                     relu=True, dtype=_dtype(first))
+            self.convs = None
+        else:
+            self.grouped = None
+            self.convs = nn.CellList([FusedConv.from_conv_bn(c, b, relu=True)
+                                      for c, b in zip(block.convs, block.bns)])
+        self.conv3 = FusedConv.from_conv_bn(block.conv3, block.bn3, relu=False)
+        self.shortcut = shortcut
+        self.relu = nn.ReLU()
+
+    def forward_body(self, x):
+        """Everything up to (and including) conv3 + bn3: the residual branch."""
+        out = self.conv1(x)
+        if self.grouped is not None:
+            return self.conv3(self.grouped(out))
+        chunks = ops.split(out, self.width, axis=1)
+        outputs = ()
+        sp = chunks[0]
+        for i in range(self.num_convs):
+            if i > 0:
+                sp = sp + chunks[i]
+            sp = self.convs[i](sp)
+            outputs = outputs + (sp,)
+        if self.scale > 1:
+            outputs = outputs + (chunks[self.num_convs],)
+        return self.conv3(ops.cat(outputs, 1))
+
+    def construct(self, x):
+        out = self.forward_body(x)
+        shortcut = x if self.shortcut is None else self.shortcut(x)
+        return self.relu(out + shortcut)
+
+
+class FusedDlaBottle2neck(FusedBottle2neck):
+    """DLA's bottleneck: the shortcut comes from the tree (``construct(x, shortcut)``)."""
+
+    def __init__(self, block):
+        super().__init__(block, shortcut=None)
+
+    def construct(self, x, shortcut):
+        return self.relu(self.forward_body(x) + shortcut)
+
+
+class FusedAvgDownShortcut(nn.Cell):
+    """v1b shortcut ``AvgPool(2, 2, ceil_mode, padding not counted) -> 1x1 conv -> BN``.
+
+    ``AvgPool(k, k, 'same')`` pads only at the bottom/right and leaves the padding out of the
+    average, which is exactly ceil_mode with ``count_include_pad=False`` for kernel == stride.
+    """
+
+    def __init__(self, pool, conv, bn):
+        super().__init__()
+        kernel = _kernel(pool.kernel_size)
+        stride = _kernel(pool.stride)
+        prim = getattr(pool, "avg_pool", None)
+        pads = tuple(prim.attrs.get("pad_list", prim.attrs.get("pad", ()))) if prim is not None else ()
+        ceil_mode = bool(prim.attrs.get("ceil_mode", False)) if prim is not None else False
+        count_pad = bool(prim.attrs.get("count_include_pad", True)) if prim is not None else True
+        if kernel != stride or any(pads) or (ceil_mode and count_pad):
+            raise NotImplementedError(f"avg-pool shortcut {pool}: only kernel == stride, no padding and, with "
+                                      f"ceil_mode, count_include_pad=False are handled")
+        self.pool = ops.AvgPool(kernel_size=kernel, strides=stride, pad_mode="SAME" if ceil_mode else "VALID")
+        self.conv = FusedConv.from_conv_bn(conv, bn)
+
+    def construct(self, x):
+        return self.conv(self.pool(x))
+
+
+def _fuse_shortcut(down_sample):
+    if down_sample is None:
+        return None
+    cells = list(down_sample.cells()) if isinstance(down_sample, nn.SequentialCell) else [down_sample]
+    if len(cells) == 2 and isinstance(cells[0], nn.Conv2d) and isinstance(cells[1], nn.BatchNorm2d):
+        return FusedConv.from_conv_bn(cells[0], cells[1])
+    if (len(cells) == 3 and isinstance(cells[0], nn.AvgPool2d) and isinstance(cells[1], nn.Conv2d)
+            and isinstance(cells[2], nn.BatchNorm2d)):
+        return FusedAvgDownShortcut(*cells)
+    raise NotImplementedError(f"unsupported shortcut: {down_sample}")
+
+
+def _fuse_conv_sequence(seq):
+    """``SequentialCell`` of Conv2d [BatchNorm2d] [ReLU] ... -> a ``SequentialCell`` of ``FusedConv``."""
+    cells = list(seq.cells()) if isinstance(seq, nn.SequentialCell) else [seq]
+    fused = []
+    i = 0
+    while i < len(cells):
+        conv = cells[i]
+        if not isinstance(conv, nn.Conv2d):
+            raise NotImplementedError(f"unexpected cell {type(conv).__name__} in {type(seq).__name__}")
+        i += 1
+        bn = None
+        if i < len(cells) and isinstance(cells[i], nn.BatchNorm2d):
+            bn = cells[i]
+            i += 1
+        relu = i < len(cells) and isinstance(cells[i], nn.ReLU)
+        if relu:
+            i += 1
+        fused.append(FusedConv.from_conv_bn(conv, bn, relu=relu))
+    return fused
+
+
+# ------------------------------------------------------------------------------------------------
+# whole networks
+# ------------------------------------------------------------------------------------------------
+
+class _FusedHeadMixin:
+    """Global pool + classifier of the original (no dropout: eval only)."""
+
+    def _copy_head(self, net):
+        self.global_pool = None
+        self.classifier = None
+        if net.features_only:
+            return
+        self.global_pool = SelectAdaptivePool2d(net.global_pool.pool_type)
+        if net.classifier is not None:
+            dense = net.classifier
+            self.classifier = nn.Dense(dense.in_channels, dense.out_channels, has_bias=dense.has_bias,
+                                       weight_init=Tensor(dense.weight.asnumpy()),
+                                       bias_init=Tensor(dense.bias.asnumpy()) if dense.has_bias else "zeros")
+
+    def _copy_attrs(self, net):
+        for name in ("num_classes", "num_features", "num_pooled_features", "feature_info", "features_only",
+                     "out_indices"):
+            if hasattr(net, name):
+                setattr(self, name, copy.deepcopy(getattr(net, name)))
+        cfg = getattr(net, "default_cfg", None)
+        if cfg is not None:
+            self.default_cfg = copy.deepcopy(cfg)
+
+    def forward_head(self, x, pre_logits=False):
+        x = self.global_pool(x)
+        if pre_logits or self.classifier is None:
+            return x
+        return self.classifier(x)
+
+
+class FusedRes2Net(_FusedHeadMixin, nn.Cell):
+    """Eval-only ``Res2Net`` (Res2Net, Res2NeXt, v1b) with BN folded and merged stage convs."""
+
+    def __init__(self, net):
+        super().__init__()
+        self._copy_attrs(net)
+        self.features_only = bool(net.features_only)
+        self.out_indices = tuple(net.out_indices)
+        if isinstance(net.conv1, nn.SequentialCell):  # v1b deep stem: the last conv's BN is bn1
+            stem = _fuse_conv_sequence(net.conv1)
+            last_conv = list(net.conv1.cells())[-1]
+            stem[-1] = FusedConv.from_conv_bn(last_conv, net.bn1, relu=True)
+        else:
+            stem = [FusedConv.from_conv_bn(net.conv1, net.bn1, relu=True)]
+        self.stem = nn.SequentialCell(stem)
+        mp = net.max_pool
+        self.max_pool = StemMaxPool(_kernel(mp.kernel_size)[0], _kernel(mp.stride)[0], _max_pool_padding(mp))
+        layers = []
+        for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+            blocks = [FusedBottle2neck(b, _fuse_shortcut(b.down_sample)) for b in layer.cells()]
+            layers.append(nn.SequentialCell(blocks))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self._copy_head(net)
+
+    def forward_features(self, x):
+        x = self.max_pool(self.stem(x))
+        x = self.layer1(x)
+        x = self.layer2(x)
+        x = self.layer3(x)
+        return self.layer4(x)
+
+    def forward_feature_maps(self, x):
+        x = self.stem(x)
+        maps = [x]
+        x = self.layer1(self.max_pool(x))
+        maps.append(x)
+        x = self.layer2(x)
+        maps.append(x)
+        x = self.layer3(x)
+        maps.append(x)
+        x = self.layer4(x)
+        maps.append(x)
+        return tuple(maps[i] for i in self.out_indices)
+
+    def construct(self, x):
+        if self.features_only:
+            return self.forward_feature_maps(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def _max_pool_padding(pool):
+    """The symmetric H/W padding of an ``nn.MaxPool2d`` (0 for 'valid')."""
+    mode = str(getattr(pool, "pad_mode", "VALID")).upper()
+    if mode == "VALID":
+        return 0
+    pad = getattr(pool, "padding", 0)
+    if isinstance(pad, (tuple, list)):
+        if len(set(pad[-2:])) != 1:
+            raise NotImplementedError(f"asymmetric max-pool padding {pad}")
+        pad = pad[-1]
+    if mode == "PAD":
+        return int(pad)
+    raise NotImplementedError(f"max-pool pad_mode {mode}")
+
+
+class FusedDlaRoot(nn.Cell):
+    def __init__(self, root):
+        super().__init__()
+        self.conv = FusedConv.from_conv_bn(root.conv, root.bn, relu=True)
+
+    def construct(self, children):
+        return self.conv(ops.cat(children, 1))
+
+
+class FusedDlaTree(nn.Cell):
+    def __init__(self, tree):
+        super().__init__()
+        self.levels = int(tree.levels)
+        self.level_root = bool(tree.level_root)
+        self.down_sample = None
+        if tree.down_sample is not None:
+            k = _kernel(tree.down_sample.kernel_size)
+            s = _kernel(tree.down_sample.stride)
+            self.down_sample = ops.MaxPool(kernel_size=k, strides=s, pad_mode="VALID")
+        self.project = None
+        self.root = None
+        if self.levels == 1:
+            self.tree1 = FusedDlaBottle2neck(tree.tree1)
+            self.tree2 = FusedDlaBottle2neck(tree.tree2)
+            if tree.project is not None:
+                self.project = _fuse_shortcut(tree.project)
+            self.root = FusedDlaRoot(tree.root)
+        else:
+            self.tree1 = FusedDlaTree(tree.tree1)
+            self.tree2 = FusedDlaTree(tree.tree2)
+
+    def construct(self, x, children=()):
+        bottom = x if self.down_sample is None else self.down_sample(x)
+        if self.level_root:
+            children = children + (bottom,)
+        if self.levels == 1:
+            shortcut = bottom if self.project is None else self.project(bottom)
+            x1 = self.tree1(x, shortcut)
+            x2 = self.tree2(x1, x1)
+            return self.root((x2, x1) + children)
+        x1 = self.tree1(x)
+        return self.tree2(x1, children + (x1,))
+
+
+class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
+    """Eval-only ``Res2NetDLA`` with BN folded and merged stage convs."""
+
+    def __init__(self, net):
+        super().__init__()
+        self._copy_attrs(net)
+        self.features_only = bool(net.features_only)
+        self.out_indices = tuple(net.out_indices)
+        self.base_layer = nn.SequentialCell(_fuse_conv_sequence(net.base_layer))
+        self.level0 = nn.SequentialCell(_fuse_conv_sequence(net.level0))
+        self.level1 = nn.SequentialCell(_fuse_conv_sequence(net.level1))
+        self.level2 = FusedDlaTree(net.level2)
+        self.level3 = FusedDlaTree(net.level3)
+        self.level4 = FusedDlaTree(net.level4)
+        self.level5 = FusedDlaTree(net.level5)
+        self._copy_head(net)
+
+    def forward_features(self, x):
+        x = self.level1(self.level0(self.base_layer(x)))
+        x = self.level3(self.level2(x))
+        return self.level5(self.level4(x))
+
+    def forward_feature_maps(self, x):
+        x = self.level1(self.level0(self.base_layer(x)))
+        maps = [x]
+        x = self.level2(x)
+        maps.append(x)
+        x = self.level3(x)
+        maps.append(x)
+        x = self.level4(x)
+        maps.append(x)
+        x = self.level5(x)
+        maps.append(x)
+        return tuple(maps[i] for i in self.out_indices)
+
+    def construct(self, x):
+        if self.features_only:
+            return self.forward_feature_maps(x)
+        return self.forward_head(self.forward_features(x))
+
+
+def optimize_for_inference(net):
+    """An eval-only copy of ``net`` (a Res2Net / Res2NeXt / v1b / DLA model from ``create_model``)
+    with BatchNorm folded into the convolutions and each stage block's 3x3 convolutions (and its
+    avg-pool) merged into one grouped convolution. ``net`` itself is not changed.
+
+    The result computes the same outputs as ``net`` in eval mode (float32: within ~1e-6 relative),
+    in graph and PyNative mode, and exports with ``mindspore.export`` to MINDIR and ONNX.
+    An already optimised network is returned as it is.
+    """
+    if isinstance(net, (FusedRes2Net, FusedRes2NetDLA)):
+        return net
+    if isinstance(net, Res2Net):
+        fused = FusedRes2Net(net)
+    elif isinstance(net, Res2NetDLA):
+        fused = FusedRes2NetDLA(net)
+    else:
+        raise TypeError(f"optimize_for_inference: expected a Res2Net or Res2NetDLA model from create_model, "
+                        f"got {type(net).__name__}")
+    fused.set_train(False)
+    return fused
+

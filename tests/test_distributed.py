@@ -1,0 +1,306 @@
+"""Distributed set-up on CPU: mpirun (mpi4py bridge) and msrun, 2 ranks, tiny Dense net.
+
+The multi-process tests launch tests/dist_scripts/dist_check.py in subprocesses (own session,
+killed on time-out) and skip when mpirun / mpi4py / msrun are missing. Scheduler logs go to
+the test's tmp dir. Extra failure scenarios (rank 0 killed, an exception on a rank, a rank
+that never starts, a rank that ends long after the other, msrun losing a rank) run only with
+MINDCV_RES2NET_DIST_EXTRA=1: together they take a few more minutes on 2 cores.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from mindcv_res2net import distributed as dist
+from mindcv_res2net.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "tests", "dist_scripts", "dist_check.py")
+FAIL_BOUND_S = 120.0
+LAUNCH_ENV_KEYS = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "MS_ROLE",
+                   "MS_WORKER_NUM", "MS_SCHED_HOST", "MS_SCHED_PORT", "MS_NODE_ID", "RANK_TABLE_FILE",
+                   "MINDSPORE_HCCL_CONFIG_PATH", "RANK_SIZE", "RANK_ID")
+EXTRA = os.environ.get("MINDCV_RES2NET_DIST_EXTRA", "") not in ("", "0")
+needs_extra = pytest.mark.skipif(not EXTRA, reason="extra failure scenario; set MINDCV_RES2NET_DIST_EXTRA=1")
+
+
+def _mpi4py_ok():
+    try:
+        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+        return True
+    except ImportError:
+        return False
+
+
+MPIRUN = shutil.which("mpirun")
+MSRUN = shutil.which("msrun", path=os.path.dirname(sys.executable)) or shutil.which("msrun")
+needs_mpirun = pytest.mark.skipif(MPIRUN is None or not _mpi4py_ok(),
+                                  reason="needs OpenMPI's mpirun and mpi4py (pip install mpi4py)")
+needs_msrun = pytest.mark.skipif(MSRUN is None, reason="needs MindSpore's msrun on PATH")
+
+
+# ------------------------------------------------------------------------------------------
+# helpers
+# ------------------------------------------------------------------------------------------
+def _child_env(tmp_path, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env.setdefault("GLOG_v", "3")
+    env["MINDCV_RES2NET_DIST_LOG_DIR"] = str(tmp_path / "dist_logs")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
+
+
+def _mpirun_cmd(n, *args, env_keys=()):
+    cmd = [MPIRUN]
+    if os.geteuid() == 0:
+        cmd.append("--allow-run-as-root")
+    cmd += ["--oversubscribe", "-n", str(n)]
+    for key in ("PYTHONPATH", "PATH", "GLOG_v", "MINDCV_RES2NET_DIST_LOG_DIR") + tuple(env_keys):
+        cmd += ["-x", key]
+    return cmd + [sys.executable, SCRIPT] + [str(a) for a in args]
+
+
+def _msrun_cmd(n, log_dir, *args):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [MSRUN, f"--worker_num={n}", f"--local_worker_num={n}", f"--master_port={port}",
+            f"--log_dir={log_dir}", "--join=True", SCRIPT] + [str(a) for a in args]
+
+
+def _run(cmd, env, timeout):
+    """Run in a new session; kill the whole group on time-out. Returns (rc, output, seconds, end)."""
+    start = time.time()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,  # pylint: disable=consider-using-with
+                            start_new_session=True, cwd=ROOT)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {' '.join(cmd)}\n{out.decode(errors='replace')[-4000:]}")
+    end = time.time()
+    return proc.returncode, out.decode(errors="replace"), end - start, end
+
+
+def _tail(text, n=3000):
+    return text[-n:]
+
+
+def _check_basic(out_dir, launcher, world=2):
+    results = []
+    for r in range(world):
+        with open(out_dir / f"rank{r}.json", encoding="utf-8") as fh:
+            results.append(json.load(fh))
+    for r, res in enumerate(results):
+        assert res["rank"] == r and res["world_size"] == world and res["launcher"] == launcher
+        assert res["is_distributed"] and res["main"] == (r == 0)
+        assert res["local_rank"] == r and res["device_target"] == "CPU" and res["ms_role"] == "MS_WORKER"
+        # sum over ranks of [r+1, 2r, 0.5] and of [[r, 1], [10r, 3]]
+        assert res["vec"] == [3.0, 2.0, 1.0] and res["vec_dtype"] == "float32"
+        assert res["counts"] == [[1, 2], [10, 6]] and res["counts_dtype"] == "int64"
+        assert res["scalar"] == 1.0
+        assert res["divergence_before"] > 0.1  # each rank built its net from another seed ...
+        assert res["divergence_after"] == 0.0  # ... and broadcast_parameters made them identical
+        assert res["same_as_rank0"]
+    return results
+
+
+def _assert_no_survivor(out_dir):
+    assert not list(out_dir.glob("survived_rank*")), "a rank kept running after its peer died"
+
+
+# ------------------------------------------------------------------------------------------
+# in-process: launch detection, argument checks, single-process helpers
+# ------------------------------------------------------------------------------------------
+@pytest.fixture
+def clean_state(monkeypatch):
+    for key in LAUNCH_ENV_KEYS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setitem(dist._STATE, "info", dist.DistInfo())  # pylint: disable=protected-access
+    monkeypatch.setitem(dist._STATE, "initialized", False)  # pylint: disable=protected-access
+    monkeypatch.setitem(dist._STATE, "bridge", None)  # pylint: disable=protected-access
+    yield monkeypatch
+
+
+def test_detect_launcher():
+    assert dist.detect_launcher({}) == "none"
+    assert dist.detect_launcher({"OMPI_COMM_WORLD_SIZE": "2", "OMPI_COMM_WORLD_RANK": "1"}) == "mpirun"
+    assert dist.detect_launcher({"MS_ROLE": "MS_WORKER", "OMPI_COMM_WORLD_SIZE": "2",
+                                 "OMPI_COMM_WORLD_RANK": "0"}) == "msrun"
+    assert dist.detect_launcher({"RANK_TABLE_FILE": "/x.json", "RANK_SIZE": "8"}) == "rank_table"
+    assert set(dist.LAUNCHERS) == {"none", "mpirun", "msrun", "rank_table"}
+
+
+def test_parse_distribute():
+    for value in ("auto", None, "AUTO"):
+        assert dist.parse_distribute(value) == "auto"
+    for value in (True, "true", "True", "1", 1, "yes"):
+        assert dist.parse_distribute(value) is True
+    for value in (False, "false", "False", "0", 0, "no"):
+        assert dist.parse_distribute(value) is False
+    with pytest.raises(UserError, match="distribute must be"):
+        dist.parse_distribute("maybe")
+
+
+def test_distribute_true_without_launcher_says_how_to_launch(clean_state):  # pylint: disable=unused-argument,redefined-outer-name
+    with pytest.raises(UserError) as err:
+        dist.init_distributed(True)
+    message = str(err.value)
+    assert "mpirun -n N python train.py" in message and "msrun --worker_num=N" in message
+    assert "--distribute False" in message
+
+
+def test_distribute_false_under_a_launcher_is_refused(clean_state):  # pylint: disable=redefined-outer-name
+    clean_state.setenv("OMPI_COMM_WORLD_SIZE", "2")
+    clean_state.setenv("OMPI_COMM_WORLD_RANK", "0")
+    with pytest.raises(UserError, match="one of 2 started by mpirun"):
+        dist.init_distributed(False)
+
+
+def test_single_process_defaults(clean_state):  # pylint: disable=unused-argument,redefined-outer-name
+    info = dist.init_distributed("auto")
+    assert info == dist.get_dist_info()
+    assert (info.rank, info.world_size, info.local_rank, info.is_distributed, info.launcher) == (0, 1, 0, False, "none")
+    assert info.device_target in ("CPU", "GPU", "Ascend")
+    assert dist.is_main_process()
+    assert dist.init_distributed("auto") is info  # idempotent
+    counts = np.array([3, 4], np.int64)
+    out = dist.all_reduce_sum(counts)
+    assert out.tolist() == [3, 4] and out.dtype == np.int64 and out is not counts
+    dist.barrier()
+
+
+def test_resolve_device_target():
+    assert dist.resolve_device_target("cpu") == "CPU"
+    assert dist.resolve_device_target(None) in ("CPU", "GPU", "Ascend")
+    with pytest.raises(UserError, match="unknown device_target"):
+        dist.resolve_device_target("tpu")
+    for name in ("GPU", "Ascend"):
+        if dist.resolve_device_target("auto") == "CPU":  # this MindSpore build has no accelerator
+            with pytest.raises(UserError, match="not usable"):
+                dist.resolve_device_target(name)
+
+
+def test_cluster_timeouts_are_bounded():
+    for key in ("MS_TOPO_TIMEOUT", "MS_NODE_TIMEOUT", "MS_RECEIVE_MSG_TIMEOUT"):
+        assert 0 < int(dist.CLUSTER_ENV_DEFAULTS[key]) <= 120
+
+
+# ------------------------------------------------------------------------------------------
+# multi-process
+# ------------------------------------------------------------------------------------------
+@needs_mpirun
+def test_mpirun_two_ranks_and_gradients_match_single_process(tmp_path):
+    out = tmp_path / "out"
+    rc, log, secs, _ = _run(_mpirun_cmd(2, "basic,grads", out), _child_env(tmp_path), timeout=240)
+    assert rc == 0, _tail(log)
+    results = _check_basic(out, "mpirun")
+    print(f"mpirun: 2 ranks, init_distributed {max(r['init_s'] for r in results):.1f} s, whole run {secs:.1f} s")
+    assert "scheduler 127.0.0.1:" in log  # rank 0 says where the scheduler and its log are
+    assert list((tmp_path / "dist_logs").glob("scheduler_*.log"))
+
+    rc, log1, _, _ = _run([sys.executable, SCRIPT, "grads", out], _child_env(tmp_path), timeout=120)
+    assert rc == 0, _tail(log1)
+    single = np.load(out / "grads_single.npz")
+    ranks = [np.load(out / f"grads_rank{r}.npz") for r in range(2)]
+    assert sorted(single.files) == sorted(ranks[0].files) and len(single.files) == 4
+    for name in single.files:
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
+        np.testing.assert_allclose(ranks[0][name], single[name], rtol=1e-5, atol=1e-5)
+
+
+@needs_msrun
+def test_msrun_two_ranks(tmp_path):
+    out = tmp_path / "out"
+    rc, log, secs, _ = _run(_msrun_cmd(2, tmp_path / "msrun_logs", "basic", out), _child_env(tmp_path), timeout=240)
+    logs = "".join(p.read_text(errors="replace")[-2000:] for p in (tmp_path / "msrun_logs").glob("*.log"))
+    assert rc == 0, _tail(log) + logs
+    results = _check_basic(out, "msrun")
+    print(f"msrun: 2 ranks, init_distributed {max(r['init_s'] for r in results):.1f} s, whole run {secs:.1f} s")
+
+
+def _die(tmp_path, kill_rank, how, extra_env=None):
+    out = tmp_path / "out"
+    keys = tuple(extra_env or ())
+    cmd = _mpirun_cmd(2, "die", out, "--kill-rank", kill_rank, "--kill-how", how, env_keys=keys)
+    rc, log, secs, end = _run(cmd, _child_env(tmp_path, **(extra_env or {})), timeout=FAIL_BOUND_S + 120)
+    assert (out / "killed_at").exists(), _tail(log)
+    after_kill = end - float((out / "killed_at").read_text())
+    print(f"{how} on rank {kill_rank}: every process gone {after_kill:.1f} s after the failure (run {secs:.1f} s)")
+    assert rc != 0, _tail(log)
+    assert after_kill < FAIL_BOUND_S, _tail(log)
+    _assert_no_survivor(out)
+    return log, after_kill
+
+
+@needs_mpirun
+def test_rank_killed_mid_run_ends_every_rank(tmp_path):
+    log, _ = _die(tmp_path, 1, "sigkill")
+    assert "rank 1 died" in log or "process rank 1" in log, _tail(log)
+
+
+@needs_mpirun
+def test_watchdog_alone_ends_the_job_when_a_rank_vanishes_with_status_0(tmp_path):
+    # os._exit(0) after MPI was finalized: mpirun sees a normal exit, only the watchdog notices
+    log, _ = _die(tmp_path, 1, "exit0")
+    assert "rank 0: rank 1 died" in log, _tail(log)
+
+
+@needs_mpirun
+@needs_extra
+def test_rank0_killed_ends_the_other_ranks(tmp_path):
+    log, _ = _die(tmp_path, 0, "sigkill")
+    assert "lost the connection to rank 0" in log or "process rank 0" in log, _tail(log)
+    logs = list((tmp_path / "dist_logs").glob("scheduler_*.log"))
+    assert logs and "scheduler killed" in logs[0].read_text(errors="replace")
+
+
+@needs_mpirun
+@needs_extra
+def test_exception_on_a_rank_is_reported_by_name(tmp_path):
+    log, _ = _die(tmp_path, 1, "raise")
+    assert "rank 1 failed: RuntimeError: deliberate failure on rank 1" in log, _tail(log)
+
+
+@needs_mpirun
+@needs_extra
+def test_rank_that_never_starts_is_bounded(tmp_path):
+    out = tmp_path / "out"
+    cmd = _mpirun_cmd(2, "basic", out, "--delay-rank", 1, "--delay-s", 300, env_keys=("MINDCV_RES2NET_INIT_TIMEOUT",))
+    rc, log, secs, _ = _run(cmd, _child_env(tmp_path, MINDCV_RES2NET_INIT_TIMEOUT=20), timeout=200)
+    assert rc != 0 and secs < FAIL_BOUND_S, _tail(log)
+    assert "_wait_for_every_rank_to_call_init_distributed" in log, _tail(log)
+
+
+@needs_mpirun
+@needs_extra
+@pytest.mark.parametrize("late_rank", [0, 1])
+def test_ranks_ending_at_different_times_is_normal(tmp_path, late_rank):
+    out = tmp_path / "out"
+    cmd = _mpirun_cmd(2, "basic", out, "--linger-rank", late_rank, "--linger-s", 15)
+    rc, log, _, _ = _run(cmd, _child_env(tmp_path), timeout=240)
+    assert rc == 0 and "aborting" not in log, _tail(log)
+    sched_log = next((tmp_path / "dist_logs").glob("scheduler_*.log")).read_text(errors="replace")
+    assert "scheduler exited with 0" in sched_log
+
+
+@needs_msrun
+@needs_extra
+def test_msrun_rank_killed_is_bounded(tmp_path):
+    out = tmp_path / "out"
+    cmd = _msrun_cmd(2, tmp_path / "msrun_logs", "die", out, "--kill-rank", 1, "--kill-how", "sigkill")
+    rc, log, _, end = _run(cmd, _child_env(tmp_path, MS_NODE_TIMEOUT=45), timeout=FAIL_BOUND_S + 120)
+    after_kill = end - float((out / "killed_at").read_text())
+    print(f"msrun, rank 1 SIGKILL: every process gone {after_kill:.1f} s after the failure")
+    assert rc != 0 and after_kill < FAIL_BOUND_S, _tail(log)
+    _assert_no_survivor(out)
