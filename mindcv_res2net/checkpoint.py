@@ -265,15 +265,9 @@ def save_checkpoint_atomic(params_or_net, path, extra=None):
                 except OSError:
                     pass
         raise
-    os.chmod(path, 0o644 & ~_umask())  # MindSpore leaves its files read-only (0400)
+    os.chmod(path, 0o644)  # MindSpore leaves its files read-only (0400)
     _fsync_path(directory, directory=True)
     return path
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ----------------------------------------------------------------------------------------------
@@ -345,14 +339,14 @@ def _strip_wrapper_prefix(arrays, model_names):
     return {(k[len(best):] if k.startswith(best) else k): v for k, v in arrays.items()}
 
 
-def _training_state_name(name, model_names):
-    """``moments.conv1.weight`` -> ('moments', 'conv1.weight') for an optimizer / EMA copy."""
-    parts = name.split(".")
-    for i in range(1, len(parts)):
-        rest = ".".join(parts[i:])
-        if rest in model_names:
-            return ".".join(parts[:i]), rest
-    return None
+def _training_state_name(name, known_names, module_names):
+    """``moments.conv1.weight`` -> ('moments', 'conv1.weight'): a copy of a parameter under a
+    one-word prefix (``moments``, ``adam_m``, ``adam_v``, ``ema``, ``accu_grads`` ...) that is not a
+    module of the model (``layer3.6.conv1.weight`` is an extra block, not a copy of ``conv1.weight``)."""
+    prefix, _, rest = name.partition(".")
+    if not rest or prefix in module_names or prefix.isdigit() or rest not in known_names:
+        return None
+    return prefix, rest
 
 
 def _guess_hint(arrays):
@@ -381,8 +375,9 @@ def load_model_weights(net, source, strict=True, num_classes=None, in_channels=N
         use_ema: load the EMA copies (``ema.<name>``) instead of the raw weights.
         model_name: for messages (default: ``net.default_cfg['architecture']``).
 
-    Optimizer moments (``moments.*``, ``adam_m.*`` ...), unused EMA copies, ``learning_rate``,
-    ``global_step`` and other scalars are ignored; scalars and strings are returned in ``report.meta``.
+    Optimizer moments (``moments.*``, ``adam_m.*`` ...: any copy of a parameter under a prefix),
+    unused EMA copies and dot-free training state (``learning_rate``, also as a per-step array,
+    ``global_step``, ``scale_sense`` ...) are ignored; scalars and strings go to ``report.meta``.
     """
     import mindspore as ms
 
@@ -410,15 +405,20 @@ def load_model_weights(net, source, strict=True, num_classes=None, in_channels=N
     report.meta = _decode_meta(meta_entries)
     arrays = {k: v for k, v in entries.items() if k not in meta_entries and not isinstance(v, str)}
     arrays = _strip_wrapper_prefix(arrays, model_names)
+    # other dot-free training state: a dynamic learning rate (one value per step), loss-scale state ...
+    state_arrays = [k for k in arrays if "." not in k and k not in model_names]
+    for k in state_arrays:
+        del arrays[k]
 
     # training state: copies of model parameters under a prefix (moments., adam_m., ema., ...)
     raw, copies, unexpected = {}, {}, []
     known = model_names | set(arrays)  # copies of the checkpoint's own weights count too (e.g. a dropped head)
+    modules = {n.split(".", 1)[0] for n in model_names}
     for name, value in arrays.items():
         if name in model_names:
             raw[name] = value
             continue
-        split = _training_state_name(name, known)
+        split = _training_state_name(name, known, modules)
         if split:
             copies.setdefault(split[0], {})[split[1]] = value
         else:
@@ -437,9 +437,10 @@ def load_model_weights(net, source, strict=True, num_classes=None, in_channels=N
             _logger.warning("checkpoint %s: %d parameters have no EMA copy; using their raw values (%s)",
                             src_label, len(fallback), _preview(fallback))
         report.used_ema = True
-        report.ignored_training_state = sum(len(c) for c in copies.values()) + len(raw) - len(fallback)
+        report.ignored_training_state = (sum(len(c) for c in copies.values()) + len(raw) - len(fallback)
+                                         + len(state_arrays))
     else:
-        report.ignored_training_state = sum(len(c) for c in copies.values()) + len(ema or {})
+        report.ignored_training_state = sum(len(c) for c in copies.values()) + len(ema or {}) + len(state_arrays)
 
     # classifier: another number of classes (or none in the model) -> keep the fresh one
     cls_prefix = _classifier_prefix(net) + "."

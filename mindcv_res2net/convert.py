@@ -203,10 +203,9 @@ def _shortcut_index_shift(keys, model_shapes):
             m = re.match(re.escape(target) + r"\.(\d+)\.", name)
             if m:
                 tgt.add(int(m.group(1)))
-        if tgt and indices != tgt and len(indices) == len(tgt):
-            shift = min(tgt) - min(indices)
-            if {i + shift for i in indices} == tgt:
-                shifts[prefix] = shift
+        # only the documented case: PyTorch (pool, conv, BN) -> MindSpore (conv, BN)
+        if indices == {1, 2} and tgt == {0, 1}:
+            shifts[prefix] = -1
     return shifts
 
 

@@ -94,7 +94,8 @@ _STATE = {"info": DistInfo(), "bridge": None, "initialized": False}
 def _say(msg):
     """One line on stderr, written directly so it survives os._exit right after."""
     try:
-        os.write(2, f"{_PREFIX} {msg}\n".encode("utf-8", "replace"))
+        stamp = time.strftime("%H:%M:%S")
+        os.write(2, f"{_PREFIX} {stamp} {msg}\n".encode("utf-8", "replace"))
     except OSError:
         pass
 
@@ -868,22 +869,27 @@ def shutdown():
 # --------------------------------------------------------------------------------------------
 # collectives for the trainer
 # --------------------------------------------------------------------------------------------
-_LIMB_BITS = 12  # integer sums travel as 12-bit limbs in float32: exact for up to 4096 ranks
+_LIMB_BITS = 12  # integers travel as 12-bit limbs in float32: their sums stay exact up to 4096 ranks
 
 
 def all_reduce_sum(array):
     """Element-wise sum of ``array`` over all ranks, as numpy (a copy when not distributed).
 
-    Integer (and bool) arrays are summed exactly for any int64 value: MindSpore's CPU
-    AllReduce only takes float32, so integers travel as 12-bit limbs whose sums stay exact in
-    float32. Float arrays are summed in float32 and returned in their own dtype.
+    MindSpore's CPU AllReduce only takes float32, so: integer and bool arrays, and the
+    integer-valued entries of float64 arrays (counts such as correct / total), are summed
+    exactly (as 12-bit limbs); other float64 entries are sent as a float32 pair (value and
+    remainder), about 1e-7 relative; float32 / float16 arrays are summed in float32.
     """
     arr = np.asarray(array)
     info = _STATE["info"]
     if not info.is_distributed:
         return arr.copy()
     if arr.dtype == np.bool_ or np.issubdtype(arr.dtype, np.integer):
-        return _all_reduce_int(arr)
+        limbs = 6 if arr.dtype.itemsize >= 8 else 3  # depends on the dtype only: same on every rank
+        total = _from_limbs(_all_reduce_f32(_to_limbs(arr.astype(np.int64), limbs)))
+        return total if arr.dtype == np.bool_ else total.astype(arr.dtype)
+    if arr.dtype == np.float64:
+        return _all_reduce_f64(arr)
     out = _all_reduce_f32(arr.astype(np.float32))
     return out.astype(arr.dtype if arr.dtype != np.float16 else np.float32)
 
@@ -898,20 +904,36 @@ def _all_reduce_f32(arr):
     return out[:arr.size].reshape(arr.shape)
 
 
-def _all_reduce_int(arr):
-    values = arr.astype(np.int64)
-    n_limbs = 6 if arr.dtype.itemsize >= 8 else 3  # same on every rank: it depends on the dtype only
+def _to_limbs(values, n_limbs):
+    """int64 array -> float32 array of shape (n_limbs, *shape); each limb carries the value's sign."""
     sign = np.where(values < 0, -1, 1).astype(np.int64)
     magnitude = np.abs(values)
     mask = (1 << _LIMB_BITS) - 1
-    limbs = np.stack([sign * ((magnitude >> (_LIMB_BITS * k)) & mask) for k in range(n_limbs)])
-    sums = np.rint(_all_reduce_f32(limbs.astype(np.float32))).astype(np.int64)
-    total = np.zeros(values.shape, np.int64)
-    for k in range(n_limbs - 1, -1, -1):
+    return np.stack([sign * ((magnitude >> (_LIMB_BITS * k)) & mask) for k in range(n_limbs)]).astype(np.float32)
+
+
+def _from_limbs(limb_sums):
+    sums = np.rint(limb_sums).astype(np.int64)
+    total = np.zeros(sums.shape[1:], np.int64)
+    for k in range(sums.shape[0] - 1, -1, -1):
         total = (total << _LIMB_BITS) + sums[k]
-    if arr.dtype == np.bool_:
-        return total
-    return total.astype(arr.dtype)
+    return total
+
+
+def _all_reduce_f64(arr):
+    with np.errstate(invalid="ignore"):
+        is_int = np.isfinite(arr) & (np.floor(arr) == arr) & (np.abs(arr) < 2.0 ** 62)
+    ints = np.where(is_int, arr, 0.0).astype(np.int64)
+    frac = np.where(is_int, 0.0, arr)
+    hi = frac.astype(np.float32)
+    lo = (frac - hi.astype(np.float64)).astype(np.float32)
+    limbs = _to_limbs(ints, 6)
+    n = arr.size
+    summed = _all_reduce_f32(np.concatenate([limbs.reshape(-1), hi.reshape(-1), lo.reshape(-1)]))
+    int_total = _from_limbs(summed[:6 * n].reshape((6,) + arr.shape))
+    hi_total = summed[6 * n:7 * n].reshape(arr.shape).astype(np.float64)
+    lo_total = summed[7 * n:].reshape(arr.shape).astype(np.float64)
+    return int_total.astype(np.float64) + hi_total + lo_total
 
 
 def barrier():

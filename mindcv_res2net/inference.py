@@ -40,8 +40,8 @@ from .models.layers import SelectAdaptivePool2d
 from .models.res2net import Res2Net
 from .models.res2net_dla import Res2NetDLA
 
-__all__ = ["optimize_for_inference", "fold_conv_bn", "FusedConv", "FusedBottle2neck", "FusedDlaBottle2neck",
-           "FusedRes2Net", "FusedRes2NetDLA"]
+__all__ = ["optimize_for_inference", "build_inference_model", "check_image_size", "is_dla", "fold_conv_bn",
+           "FusedConv", "FusedBottle2neck", "FusedDlaBottle2neck", "FusedRes2Net", "FusedRes2NetDLA"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -481,3 +481,99 @@ def optimize_for_inference(net):
     fused.set_train(False)
     return fused
 
+
+
+# ------------------------------------------------------------------------------------------------
+# building a model for predict.py / export.py
+# ------------------------------------------------------------------------------------------------
+
+def is_dla(model_or_name):
+    """True for the DLA-60 models (input sizes must be multiples of 32)."""
+    if isinstance(model_or_name, (Res2NetDLA, FusedRes2NetDLA)):
+        return True
+    if isinstance(model_or_name, str):
+        from .models.registry import resolve_name
+        return "dla" in resolve_name(model_or_name)
+    return False
+
+
+def check_image_size(model_or_name, image_size):
+    """Raise ``UserError`` for an input size the model cannot take.
+
+    DLA's aggregation nodes concatenate maps produced by strided convolutions (sizes rounded up)
+    with max-pooled ones (sizes rounded down); they line up only when the size is a multiple of 32.
+    """
+    from .errors import UserError
+    try:
+        size = int(image_size)
+    except (TypeError, ValueError):
+        raise UserError(f"image size must be a whole number of pixels, got {image_size!r}") from None
+    if size != image_size or size < 1:
+        raise UserError(f"image size must be a positive whole number of pixels, got {image_size!r}")
+    if is_dla(model_or_name) and size % 32:
+        lower, upper = max(32, size // 32 * 32), (size // 32 + 1) * 32
+        raise UserError(f"DLA models need an image size divisible by 32, got {size}: use e.g. "
+                        f"--image_size {lower} or {upper}")
+    return size
+
+
+def _checkpoint_classes(ckpt_path, meta):
+    """The classifier size saved in a MindSpore checkpoint (meta first), or None."""
+    if isinstance(meta.get("num_classes"), int):
+        return meta["num_classes"]
+    from .checkpoint import read_checkpoint
+    arrays = read_checkpoint(ckpt_path)
+    prefixes = ("", "ema.", "network.", "_backbone.", "backbone.", "model.", "module.", "net.")
+    for name in (p + "classifier.weight" for p in prefixes):
+        if name in arrays and len(getattr(arrays[name], "shape", ())) == 2:
+            return int(arrays[name].shape[0])
+    return 0  # a backbone-only checkpoint
+
+
+def build_inference_model(model_name, ckpt_path=None, pretrained=False, num_classes=None, in_channels=None,
+                          use_ema=False, global_pool="avg"):
+    """Create ``model_name``, load its weights and return ``(optimised_net, info)``.
+
+    ``num_classes`` / ``in_channels`` default to what the checkpoint holds (its saved metadata or its
+    classifier), else 1000 / 3. A checkpoint whose classifier does not match ``num_classes`` raises
+    ``UserError`` (predicting with a freshly initialised classifier is never wanted). ``info`` holds
+    ``num_classes``, ``in_channels``, ``default_cfg``, ``meta`` (the checkpoint's metadata, e.g.
+    ``class_names``) and ``weights`` (a description of where the weights came from).
+    """
+    from .errors import UserError
+    from .models import create_model, is_model
+
+    if not is_model(model_name):
+        create_model(model_name)  # raises the factory's UserError with suggestions
+    if ckpt_path and pretrained:
+        raise UserError("pass either --ckpt_path or --pretrained, not both")
+    meta = {}
+    ckpt_classes = None
+    if ckpt_path:
+        from .checkpoint import PYTORCH_SUFFIXES, read_checkpoint_meta
+        if not str(ckpt_path).lower().endswith(PYTORCH_SUFFIXES):
+            meta = read_checkpoint_meta(ckpt_path) or {}
+            ckpt_classes = _checkpoint_classes(ckpt_path, meta)
+    if num_classes is None:
+        num_classes = ckpt_classes if ckpt_classes is not None else 1000
+    if ckpt_classes is not None and ckpt_classes and int(num_classes) != ckpt_classes:
+        raise UserError(f"checkpoint {ckpt_path} has a {ckpt_classes}-class classifier but --num_classes is "
+                        f"{num_classes}: pass --num_classes {ckpt_classes} (or leave it out)")
+    if in_channels is None:
+        in_channels = meta.get("in_channels") if isinstance(meta.get("in_channels"), int) else 3
+    net = create_model(model_name, pretrained=bool(pretrained), num_classes=int(num_classes),
+                       in_channels=int(in_channels), global_pool=global_pool)
+    weights = "pretrained" if pretrained else "random initialisation"
+    if ckpt_path:
+        from .checkpoint import load_model_weights
+        report = load_model_weights(net, ckpt_path, strict=True, num_classes=int(num_classes),
+                                    in_channels=int(in_channels), use_ema=bool(use_ema))
+        fresh = [n for n in getattr(report, "kept_fresh", []) if n.startswith("classifier.")]
+        if fresh and int(num_classes) > 0:
+            raise UserError(f"checkpoint {ckpt_path} has no {num_classes}-class classifier (it holds "
+                            f"{ckpt_classes or 'no'} classes): pass the --num_classes it was trained with")
+        weights = str(ckpt_path) + (" (EMA)" if use_ema else "")
+    net.set_train(False)
+    info = {"model": model_name, "num_classes": int(num_classes), "in_channels": int(in_channels),
+            "default_cfg": dict(getattr(net, "default_cfg", {}) or {}), "meta": meta, "weights": weights}
+    return optimize_for_inference(net), info

@@ -78,7 +78,7 @@ def training_ckpt(source_net, tmp_path_factory):
     for n, v in weights.items():
         entries["moments." + n] = v * np.float32(-0.5)
         entries["ema." + n] = v * np.float32(1.01) + np.float32(0.001)
-    entries["learning_rate"] = np.array([0.1], np.float32)
+    entries["learning_rate"] = np.linspace(0.1, 0.0, 100).astype(np.float32)  # dynamic LR: one per step
     entries["global_step"] = np.array([1234], np.int32)
     entries["momentum"] = np.array(0.9, np.float32)
     save_checkpoint_atomic(entries, path, extra={"epoch_num": 12, "step_num": 1234})
@@ -97,9 +97,10 @@ def test_training_checkpoint_loads_and_reproduces(source_net, training_ckpt, x32
     np.testing.assert_allclose(logits(net, x32), logits(source_net, x32), rtol=1e-5, atol=1e-5)
     report = load_model_weights(net, path)
     assert len(report.loaded) == 427 and not report.used_ema
-    assert report.ignored_training_state == 2 * 427  # moments + unused EMA copies
+    assert report.ignored_training_state == 2 * 427 + 1  # moments, unused EMA copies, the LR array
     assert report.meta["global_step"] == 1234 and report.meta["epoch_num"] == 12
-    assert report.meta["learning_rate"] == pytest.approx(0.1)
+    assert report.meta["momentum"] == pytest.approx(0.9)
+    assert read_checkpoint_meta(path)["global_step"] == 1234
 
 
 def test_use_ema_loads_the_ema_copies(training_ckpt):
@@ -130,6 +131,15 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
     assert "unexpected (conv1.0.weight" in msg
     assert "res2net50_v1b" in msg  # the guess
     assert "--model" in msg
+
+
+def test_extra_blocks_are_not_mistaken_for_optimizer_state(source_net):
+    weights = params_np(source_net)
+    for n in [n for n in weights if n.startswith("layer3.5.")]:  # a deeper model: layer3.6 ...
+        weights["layer3.6." + n[len("layer3.5."):]] = weights[n]
+    weights["moments.layer3.5.conv1.weight"] = weights["layer3.5.conv1.weight"]
+    with pytest.raises(UserError, match=r"does not fit model res2net50: \d+ unexpected \(layer3.6."):
+        load_model_weights(create_model("res2net50"), weights)
 
 
 def test_shape_mismatch_is_listed(tmp_path):

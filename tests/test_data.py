@@ -5,7 +5,6 @@ Small inputs only: image trees of a few 16-48 px files written to tmp_path.
 import gzip
 import io
 import os
-import struct
 import subprocess
 import sys
 
@@ -28,10 +27,14 @@ def _jpeg(arr, **kw):
     return buf.getvalue()
 
 
-def _png(img):
+def _encode(img, fmt, **kw):
     buf = io.BytesIO()
-    img.save(buf, "PNG")
+    img.save(buf, fmt, **kw)
     return buf.getvalue()
+
+
+def _png(img):
+    return _encode(img, "PNG")
 
 
 def _write(path, data):
@@ -314,7 +317,7 @@ def _bad_tree(root):
         "h_exif6.jpg": _exif_jpeg(smooth, 6),
         "i_large.jpg": _jpeg(np.repeat(np.repeat(smooth, 4, 0), 4, 1)),  # 96 x 128, "large" below
         "j_progressive.jpg": _jpeg(smooth, progressive=True),
-        "k_webp.webp": (lambda b: (Image.fromarray(smooth).save(b, "WEBP", lossless=True), b.getvalue())[1])(io.BytesIO()),
+        "k_webp.webp": _encode(Image.fromarray(smooth), "WEBP", lossless=True),
     }
     bad = {
         "m_empty.jpg": b"",
@@ -410,3 +413,25 @@ def test_measure_pipeline_throughput_smoke(tmp_path):
     make_synthetic_jpegs(str(tmp_path), n_images=8, size=(64, 48))
     res = measure_pipeline_throughput(str(tmp_path), num_workers=1, n_images=16, image_size=32, batch_size=4)
     assert res["n_images"] >= 16 and res["images_per_sec"] > 0
+
+
+def test_randaugment_ops_all_magnitudes_and_seeded():
+    import random
+
+    from mindcv_res2net.data.randaugment import _OPS, RandAugment, parse_randaug
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    ctx = {"rng": random.Random(0), "fill": (124, 116, 104), "resample": lambda: Image.BILINEAR}
+    for name, op in _OPS.items():
+        for m in (0, 2.5, 5, 9, 10):
+            out = op(img, m, ctx)
+            assert out.size == img.size and out.mode == "RGB", (name, m)
+    assert not np.asarray(_OPS["PosterizeIncreasing"](img, 10, ctx)).any()  # 0 bits kept: black
+    cfg = parse_randaug("randaug-m9-n3-mstd0.5-inc1")
+    assert (cfg["magnitude"], cfg["num_ops"], cfg["mstd"], cfg["increasing"]) == (9.0, 3, 0.5, True)
+    ra = RandAugment("randaug-m9-mstd0.5-inc1", seed=5)
+    first = [ra(np.asarray(img)) for _ in range(10)]
+    ra.set_seed(5)
+    assert all(np.array_equal(a, ra(np.asarray(img))) for a in first)
+    with pytest.raises(UserError, match="mzz"):
+        parse_randaug("randaug-mzz")

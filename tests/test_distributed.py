@@ -109,6 +109,9 @@ def _check_basic(out_dir, launcher, world=2):
         assert res["vec"] == [3.0, 2.0, 1.0] and res["vec_dtype"] == "float32"
         assert res["counts"] == [[1, 2], [10, 6]] and res["counts_dtype"] == "int64"
         assert res["scalar"] == 1.0
+        assert res["big_dtype"] == "float64" and res["bools"] == [2, 1, 0]
+        assert res["big"][:2] == [246913579.0, 6.0 * 10 ** 12 + 1] and res["big"][3] == -14.0  # exact
+        assert abs(res["big"][2] - 0.3) < 1e-7
         assert res["divergence_before"] > 0.1  # each rank built its net from another seed ...
         assert res["divergence_after"] == 0.0  # ... and broadcast_parameters made them identical
         assert res["same_as_rank0"]
@@ -202,14 +205,15 @@ def test_cluster_timeouts_are_bounded():
 @needs_mpirun
 def test_mpirun_two_ranks_and_gradients_match_single_process(tmp_path):
     out = tmp_path / "out"
-    rc, log, secs, _ = _run(_mpirun_cmd(2, "basic,grads", out), _child_env(tmp_path), timeout=240)
+    # GRAPH_MODE as train.py's default mode 0; the msrun test below runs in PyNative mode
+    rc, log, secs, _ = _run(_mpirun_cmd(2, "basic,grads", out, "--graph"), _child_env(tmp_path), timeout=240)
     assert rc == 0, _tail(log)
     results = _check_basic(out, "mpirun")
     print(f"mpirun: 2 ranks, init_distributed {max(r['init_s'] for r in results):.1f} s, whole run {secs:.1f} s")
     assert "scheduler 127.0.0.1:" in log  # rank 0 says where the scheduler and its log are
     assert list((tmp_path / "dist_logs").glob("scheduler_*.log"))
 
-    rc, log1, _, _ = _run([sys.executable, SCRIPT, "grads", out], _child_env(tmp_path), timeout=120)
+    rc, log1, _, _ = _run([sys.executable, SCRIPT, "grads", out, "--graph"], _child_env(tmp_path), timeout=120)
     assert rc == 0, _tail(log1)
     single = np.load(out / "grads_single.npz")
     ranks = [np.load(out / f"grads_rank{r}.npz") for r in range(2)]

@@ -36,6 +36,7 @@ the other samples.
 import logging
 import os
 import threading
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -188,7 +189,8 @@ class _SourceBase:
                 return self._load(index)
             except _decode.BadImage as exc:
                 reason = str(exc)
-                self.known_bad[index] = reason
+                if not exc.transient:  # a read error may pass (network file systems): retry later
+                    self.known_bad[index] = reason
         name = self._name(index)
         if self.strict:
             err = UserError(f"unreadable image: {name} ({reason}). Remove or replace the file, "
@@ -282,7 +284,7 @@ def read_class_list(class_list):
         names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise UserError(f"class list is empty: {class_list}. Give one class name per line")
-    dup = sorted({n for n in names if names.count(n) > 1})
+    dup = sorted(n for n, c in Counter(names).items() if c > 1)
     if dup:
         raise UserError(f"class list names a class twice: {', '.join(dup[:10])}. "
                         f"Each class must appear once")
@@ -305,13 +307,38 @@ def _split_dir(root, split):
     return path
 
 
+# Scans of large trees (1.28 M files: seconds) are reused while no class folder changed: the
+# key holds every class folder's mtime, which moves when a file is added, removed or renamed.
+_SCAN_CACHE = {}
+_SCAN_CACHE_SIZE = 8
+
+
 def scan_image_folder(root, split, class_list=None):
     """(paths, labels, class_names) for ``root/split/<class>/<image>``, files sorted by name."""
     path = _split_dir(root, split)
-    folders = sorted(d.name for d in os.scandir(path) if d.is_dir() and not d.name.startswith("."))
+    entries = sorted((d.name, d.stat().st_mtime_ns) for d in os.scandir(path)
+                     if d.is_dir() and not d.name.startswith("."))
+    list_key = tuple(class_list) if isinstance(class_list, (list, tuple)) else class_list
+    if isinstance(list_key, str) and os.path.isfile(list_key):
+        list_key = (list_key, os.stat(list_key).st_mtime_ns)
+    key = (os.path.abspath(path), list_key, tuple(entries))
+    hit = _SCAN_CACHE.get(key)
+    if hit is not None:
+        paths, labels, class_names = hit
+        return list(paths), labels.copy(), list(class_names)
+    result = _scan(path, [name for name, _ in entries], class_list)
+    if len(_SCAN_CACHE) >= _SCAN_CACHE_SIZE:
+        _SCAN_CACHE.pop(next(iter(_SCAN_CACHE)))
+    _SCAN_CACHE[key] = result
+    paths, labels, class_names = result
+    return list(paths), labels.copy(), list(class_names)
+
+
+def _scan(path, folders, class_list):
     if class_list is not None:
         class_names = read_class_list(class_list)
-        unknown = [f for f in folders if f not in set(class_names)]
+        known = set(class_names)
+        unknown = [f for f in folders if f not in known]
         if unknown:
             raise UserError(f"class folders not in the class list: {', '.join(unknown[:10])}"
                             f"{' ...' if len(unknown) > 10 else ''} (in {path}). Add them to the class "

@@ -45,7 +45,15 @@ _BEFORE_SCAN_OK = _AFTER_SCAN_OK | _SOF_ALL | _APP_COM | {0xCC, 0xDC}
 
 
 class BadImage(Exception):
-    """Raised internally when a file cannot be decoded; the message is the reason."""
+    """Raised internally when a file cannot be decoded; the message is the reason.
+
+    ``transient``: the file could not be read (I/O error) rather than decoded; worth a retry
+    in a later epoch.
+    """
+
+    def __init__(self, reason, transient=False):
+        super().__init__(reason)
+        self.transient = transient
 
 
 class BadImageCounter:
@@ -446,4 +454,4 @@ def read_file(path):
         with open(path, "rb") as fh:
             return fh.read()
     except OSError as exc:
-        raise BadImage(f"cannot read file: {exc.strerror or exc}") from None
+        raise BadImage(f"cannot read file: {exc.strerror or exc}", transient=True) from None

@@ -20,9 +20,7 @@ one epoch per pass in both cases. ``loader.set_epoch(e)`` re-positions it.
 Labels: int32 [B] without mixup; float32 [B, num_classes] (rows sum to 1) with mixup/cutmix.
 Evaluation labels may hold -1 for unreadable files (see :mod:`.dataset`).
 """
-import logging
 
-import numpy as np
 
 import mindspore as ms
 import mindspore.dataset as ds
@@ -32,8 +30,6 @@ from ..errors import UserError
 from .dataset import _default_workers, attach_info, get_dataset_info
 from .mixup import MixupCutmix
 from .transforms import create_transforms
-
-_logger = logging.getLogger(__name__)
 
 
 class _UserErrorIterator:
@@ -111,12 +107,16 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         transform: list of image operations (None -> ``create_transforms`` defaults for the
             data set, with ``image_resize``).
         target_transform: extra label operations (after the int32 cast).
-        num_parallel_workers: map / batch workers. python_multiprocessing: run Python ops
-            (RandAugment, erasing, mixup) in worker processes instead of threads.
+        num_parallel_workers: map / batch workers. python_multiprocessing: run the Python image
+            ops (RandAugment, erasing) in worker processes instead of threads (mixup always
+            runs in threads: it is numpy on whole batches and releases the GIL).
         label_smoothing: applied inside the soft labels when mixing is on (otherwise leave it
             to the loss).
         seed: augmentation randomness is seeded with ``seed + rank`` (C++ ops via
-            ``mindspore.dataset.config.set_seed``; Python ops and mixup per rank/batch).
+            ``mindspore.dataset.config.set_seed``, Python ops via ``set_seed``; mixup draws
+            from (seed, rank, epoch, batch)). The sample order never depends on it. With
+            several workers the augmentation of a given sample depends on thread timing;
+            bit-exact augmentation replay needs ``num_parallel_workers=1``.
         start_epoch: epoch whose order the first pass reads (None: leave the data set's).
         skip_steps: batches of that first epoch to skip (resume mid-epoch).
 
@@ -167,9 +167,11 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
         mixer = MixupCutmix(mixup, cutmix, prob=cutmix_prob, switch_prob=switch_prob,
                             label_smoothing=label_smoothing, num_classes=num_classes,
                             seed=0 if seed is None else int(seed), rank=rank)
+        # Threads, not processes, for the batch op: with worker processes in both the map and
+        # the batch op, MindSpore 2.8 sometimes hands a map worker the batch function.
         loader = loader.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers,
                               per_batch_map=mixer, input_columns=["image", "label"],
-                              python_multiprocessing=python_multiprocessing)
+                              python_multiprocessing=False)
     else:
         loader = loader.batch(batch_size, drop_remainder=drop_remainder, num_parallel_workers=workers)
 

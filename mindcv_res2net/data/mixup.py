@@ -99,7 +99,7 @@ class MixupCutmix:
         epoch = batch_info.get_epoch_num() if batch_info is not None else 0
         batch = batch_info.get_batch_num() if batch_info is not None else 0
         rng = np.random.default_rng([self.seed, self.rank, int(epoch), int(batch)])
-        # per_batch_map hands lists of per-sample arrays
+        # per_batch_map hands lists of per-sample arrays and accepts whole-batch arrays back
         images, soft = self.mix(np.stack(images) if isinstance(images, list) else images,
                                 np.stack(labels) if isinstance(labels, list) else labels, rng)
-        return list(images), list(soft)
+        return images, soft

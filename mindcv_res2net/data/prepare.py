@@ -23,7 +23,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import urllib.error
 import urllib.request
 

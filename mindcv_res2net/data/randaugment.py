@@ -71,7 +71,9 @@ def _posterize(increasing):
             bits = 4 - bits
         if bits >= 8:
             return img
-        return ImageOps.posterize(img, max(bits, 0))
+        # keep the `bits` most significant bits; 0 bits gives black (Pillow >= 11 refuses 0)
+        mask = (0xFF << (8 - max(bits, 0))) & 0xFF
+        return Image.fromarray(np.asarray(img) & np.uint8(mask))
     return op
 
 

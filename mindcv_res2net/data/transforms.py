@@ -8,9 +8,10 @@ ImageNet-style (``imagenet`` / ``imagefolder``; the image column holds encoded b
 * eval: ``Decode`` -> resize the shorter side to ``floor(image_resize / crop_pct)`` -> centre
   crop ``image_resize`` -> normalise -> HWC->CHW.
 
-MNIST / Fashion-MNIST (the image column holds HxWx1 uint8): resize to ``image_resize`` square;
-train adds a padded random crop (padding image_resize // 8) and, for Fashion-MNIST only by
-default, a horizontal flip; grey is repeated to 3 channels when ``in_channels == 3``.
+MNIST / Fashion-MNIST (the image column holds HxWx1 uint8): train = random resized crop to
+``image_resize`` (``scale`` / ``ratio`` as given; use e.g. scale (0.8, 1) for 28 px images) and,
+for Fashion-MNIST only by default, a horizontal flip; eval = resize to ``image_resize`` square.
+Grey is repeated to 3 channels when ``in_channels == 3``.
 
 ``mean`` / ``std``: if every value of both is <= 1 they are fractions of 255 (0.485 -> 123.675),
 otherwise both are on the 0-255 scale. Output: float32 CHW.
@@ -174,16 +175,6 @@ class ThreeAugment:
         return np.asarray(img, dtype=np.uint8)
 
 
-class GreyToRGB:
-    """HxWx1 -> HxWx3 (repeat)."""
-
-    def __call__(self, image):
-        image = np.asarray(image)
-        if image.ndim == 2:
-            image = image[:, :, None]
-        return np.repeat(image, 3, axis=2) if image.shape[2] == 1 else image
-
-
 def _auto_augment_op(policy, mean255, interpolation):
     policy = str(policy).strip()
     fill = tuple(int(min(255, round(v))) for v in mean255)
@@ -256,18 +247,19 @@ def create_transforms(dataset_name="imagenet", image_resize=224, is_training=Fal
         mean, std = mean_std_255(d_mean if mean is None else mean, d_std if std is None else std, in_channels)
         if hflip is None:
             hflip = 0.0 if key == "mnist" else 0.5
-        primary = [vision.Resize((image_resize, image_resize), interpolation=inter)]
         secondary = []
         if is_training:
-            pad = max(1, image_resize // 8)
-            primary.append(vision.RandomCrop(image_resize, padding=pad))
+            primary = [vision.RandomResizedCrop(image_resize, scale=_pair(scale, "scale"),
+                                                ratio=_pair(ratio, "ratio"), interpolation=inter)]
             if hflip > 0:
                 primary.append(vision.RandomHorizontalFlip(prob=float(hflip)))
             if vflip and vflip > 0:
                 primary.append(vision.RandomVerticalFlip(prob=float(vflip)))
+        else:
+            primary = [vision.Resize((image_resize, image_resize), interpolation=inter)]
         final = []
         if in_channels == 3:
-            final.append(GreyToRGB())
+            final.append(vision.ConvertColor(vision.ConvertMode.COLOR_GRAY2RGB))  # repeat grey
         final += [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
         if is_training and re_prob and re_prob > 0:
             final.append(RandomErasing(re_prob, re_scale, re_ratio, re_value, re_max_attempts))

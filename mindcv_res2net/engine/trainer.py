@@ -45,12 +45,14 @@ def _restore(path, train_step, optimizer, logger):
                         "Use --ckpt_path to fine-tune from it instead.")
     params = {p.name: p for p in train_step.get_parameters()}
     missing = [n for n in params if n not in arrays]
-    shape_bad = [n for n in params if n in arrays and tuple(arrays[n].shape) != tuple(params[n].shape)]
+    # scalars such as global_step may come back as shape () for a (1,) parameter: same size is fine
+    shape_bad = [n for n in params if n in arrays and np.size(arrays[n]) != int(np.prod(params[n].shape))]
     if missing or shape_bad:
         raise UserError(f"cannot resume from {path}: it does not match this run's model/optimizer "
                         f"({len(missing)} missing, e.g. {missing[:3]}; {len(shape_bad)} of another shape, "
                         f"e.g. {shape_bad[:3]}). Was it written by another --model or --opt?")
-    ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(arrays[n]), name=n) for n in params},
+    values = {n: np.reshape(arrays[n], params[n].shape).astype(arrays[n].dtype) for n in params}
+    ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in values.items()},
                            strict_load=True)
     logger.info("resumed from %s (epoch %s, global step %s)", path, meta.get("epoch"), meta.get("global_step"))
     return meta

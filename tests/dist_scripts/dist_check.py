@@ -66,6 +66,9 @@ def mode_basic(info, out_dir, t_init):
     vec = dist.all_reduce_sum(np.array([r + 1.0, 2.0 * r, 0.5], np.float32))
     counts = dist.all_reduce_sum(np.array([[r, 1], [10 * r, 3]], np.int64))
     scalar = dist.all_reduce_sum(np.float32(r))
+    # what validation sends: [correct1, correct5, loss_sum, count] in float64; counts must be exact
+    big = dist.all_reduce_sum(np.array([123456789.0 + r, 3.0 * 10 ** 12 + r, 0.1 * (r + 1), -7.0], np.float64))
+    bools = dist.all_reduce_sum(np.array([True, r == 0, False]))
     dist.barrier()
     net = make_net(seed=100 + r)  # different weights per rank on purpose
     before = dist.parameters_divergence(net)
@@ -78,7 +81,8 @@ def mode_basic(info, out_dir, t_init):
                   is_distributed=info.is_distributed, launcher=info.launcher,
                   device_target=info.device_target, main=dist.is_main_process(),
                   vec=vec.tolist(), vec_dtype=str(vec.dtype), counts=counts.tolist(),
-                  counts_dtype=str(counts.dtype), scalar=float(scalar), divergence_before=before,
+                  counts_dtype=str(counts.dtype), scalar=float(scalar),
+                  big=big.tolist(), big_dtype=str(big.dtype), bools=bools.tolist(), divergence_before=before,
                   divergence_after=after, same_as_rank0=same_as_rank0, init_s=t_init,
                   ms_role=os.environ.get("MS_ROLE"))
     with open(os.path.join(out_dir, f"rank{r}.json"), "w", encoding="utf-8") as fh:
@@ -140,6 +144,7 @@ def main():
     parser.add_argument("mode", help="basic, grads, die, or a comma-separated list such as basic,grads")
     parser.add_argument("out_dir")
     parser.add_argument("--distribute", default="auto")
+    parser.add_argument("--graph", action="store_true", help="GRAPH_MODE (as train.py's mode 0) before init")
     parser.add_argument("--kill-rank", type=int, default=1)
     parser.add_argument("--delay-rank", type=int, default=-1, help="this rank starts init late")
     parser.add_argument("--delay-s", type=float, default=0.0)
@@ -150,6 +155,8 @@ def main():
     os.makedirs(args.out_dir, exist_ok=True)
     if int(os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("MS_NODE_ID", "0")) or 0) == args.delay_rank:
         time.sleep(args.delay_s)
+    if args.graph:
+        ms.set_context(mode=ms.GRAPH_MODE)
     t = time.monotonic()
     info = dist.init_distributed(args.distribute, "CPU")
     t_init = time.monotonic() - t

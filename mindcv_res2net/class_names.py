@@ -1,0 +1,85 @@
+"""Class names for predictions.
+
+``imagenet_class_names()``: the 1000 ImageNet-1k classes in the standard index order (the sorted
+WordNet-id order every ImageNet-1k checkpoint uses), as short human-readable names (the common
+Keras / PyTorch-hub list, underscores as spaces; the two duplicated names told apart:
+134 ``crane (bird)`` / 517 ``crane (machine)``, 638 ``maillot`` / 639 ``tank suit``).
+
+``read_class_names(path)``: one name per line (blank lines and ``#`` comments skipped).
+
+``resolve_class_names(num_classes, class_names_file=None, ckpt_path=None)``: the names to show for a
+model's outputs: the given file, else the names saved with a fine-tuned checkpoint, else ImageNet's
+for 1000 classes, else ``class_<i>``.
+"""
+import os
+
+from .errors import UserError
+
+_IMAGENET_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
+_cache = {}
+
+
+def read_class_names(path):
+    """Names from a text file, one per line; blank lines and lines starting with ``#`` are skipped."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise UserError(f"class-names file not found: {path}. Pass a text file with one class name per line.")
+    try:
+        with open(path, encoding="utf-8-sig") as fh:
+            lines = fh.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"could not read class-names file {path}: {exc}. It must be UTF-8 text, "
+                        f"one class name per line.") from exc
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise UserError(f"class-names file {path} holds no names. Write one class name per line.")
+    return names
+
+
+def imagenet_class_names():
+    """The 1000 ImageNet-1k class names in index order (a fresh list)."""
+    if "imagenet" not in _cache:
+        names = read_class_names(_IMAGENET_FILE)
+        if len(names) != 1000:  # a damaged installation
+            raise RuntimeError(f"{_IMAGENET_FILE} holds {len(names)} names, expected 1000")
+        _cache["imagenet"] = names
+    return list(_cache["imagenet"])
+
+
+def _names_from_checkpoint(ckpt_path):
+    try:
+        from .checkpoint import read_checkpoint_meta
+    except ImportError:
+        return None
+    meta = read_checkpoint_meta(ckpt_path) or {}
+    names = meta.get("class_names")
+    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
+        return list(names)
+    return None
+
+
+def resolve_class_names(num_classes, class_names_file=None, ckpt_path=None):
+    """The display names of a ``num_classes``-way classifier (see the module docstring).
+
+    A file or checkpoint list of the wrong length raises ``UserError``.
+    """
+    num_classes = int(num_classes)
+    if class_names_file:
+        names = read_class_names(class_names_file)
+        if len(names) != num_classes:
+            raise UserError(f"class-names file {class_names_file} holds {len(names)} names but the model has "
+                            f"{num_classes} classes. Give one name per class (or set --num_classes).")
+        return names
+    if ckpt_path:
+        names = _names_from_checkpoint(ckpt_path)
+        if names is not None:
+            if len(names) != num_classes:
+                raise UserError(f"checkpoint {ckpt_path} stores {len(names)} class names but the model has "
+                                f"{num_classes} classes. Set --num_classes {len(names)} or pass --class_names.")
+            return names
+    if num_classes == 1000:
+        return imagenet_class_names()
+    return [f"class_{i}" for i in range(num_classes)]
+
+
+__all__ = ["imagenet_class_names", "read_class_names", "resolve_class_names"]

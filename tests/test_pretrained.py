@@ -1,0 +1,234 @@
+"""Published-weights registry and the download cache, served from a local HTTP server on 127.0.0.1:
+download + hash check, hash / size mismatch (file deleted), no server, truncated transfer, cache hit
+without re-download, hand-placed files, on-the-fly conversion of PyTorch-format sources."""
+import functools
+import hashlib
+import http.server
+import os
+import socket
+import threading
+
+import mindspore as ms
+import numpy as np
+import pytest
+
+from mindcv_res2net import UserError, create_model, list_models
+from mindcv_res2net.checkpoint import save_checkpoint_atomic
+from mindcv_res2net.models import pretrained as P
+
+PUBLISHED = ["res2net50", "res2net101", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s",
+             "res2net50_14w_8s", "res2next50", "res2net50_v1b", "res2net101_v1b", "res2net_dla60", "res2next_dla60"]
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    requests = []
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def do_GET(self):
+        type(self).requests.append(self.path)
+        if self.path.endswith("/truncated.ckpt"):
+            self.send_response(200)
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"x" * 1000)
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        super().do_GET()
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    root = tmp_path / "served"
+    root.mkdir()
+    _Handler.requests = []
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv(P.ENV_BASE_URL, f"http://127.0.0.1:{httpd.server_address[1]}/weights/")
+    monkeypatch.setenv(P.ENV_CACHE, str(tmp_path / "cache"))
+    (root / "weights").mkdir()
+    yield root / "weights", _Handler.requests
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _closed_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def _fake(monkeypatch, model, filename, sha256, fmt="ckpt", size=None, tag="mindcv"):
+    src = P.WeightSource(tag, "https://weights.invalid/res2net/" + filename, filename, fmt, sha256, size,
+                         79.0, 94.0, P.APACHE, model)
+    monkeypatch.setitem(P._WEIGHTS, model, [src])
+    return src
+
+
+def _sha(path):
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _listing(path):
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def test_download_check_cache_and_create_model(server, monkeypatch, tmp_path):
+    served, requests = server
+    source = create_model("res2next_dla60", num_classes=10)
+    rng = np.random.default_rng(0)
+    for p in source.get_parameters():
+        p.set_data(ms.Tensor(rng.standard_normal(p.shape, dtype=np.float32)))
+    tmp = str(tmp_path / "w.ckpt")
+    save_checkpoint_atomic(source, tmp)
+    digest = _sha(tmp)
+    name = f"res2next_dla60-{digest[:8]}.ckpt"
+    os.replace(tmp, served / name)
+    _fake(monkeypatch, "res2next_dla60", name, digest[:8], size=os.path.getsize(served / name))
+
+    net = create_model("res2next_dla60", num_classes=10, pretrained=True)
+    for (n, a), (_, b) in zip(net.parameters_dict().items(), source.parameters_dict().items()):
+        np.testing.assert_array_equal(a.asnumpy(), b.asnumpy(), err_msg=n)
+    cache = tmp_path / "cache"
+    assert _listing(cache) == [name, name + ".sha256"]  # no .part left
+    assert len(requests) == 1
+    # cache hit: no second request
+    path = P.download_weights("res2next_dla60")
+    assert path == str(cache / name) and len(requests) == 1
+    create_model("res2next_dla60", num_classes=10, pretrained=True)
+    assert len(requests) == 1
+    # another number of classes: the backbone loads, the classifier stays fresh
+    net3 = create_model("res2next_dla60", num_classes=3, pretrained=True)
+    assert net3.parameters_dict()["classifier.weight"].shape == (3, 1024)
+
+
+def test_full_hash_and_size_checked(server, monkeypatch, tmp_path):
+    served, _ = server
+    (served / "a.ckpt").write_bytes(b"abc" * 1000)
+    full = _sha(served / "a.ckpt")
+    _fake(monkeypatch, "res2net50", "a.ckpt", full, size=3000)
+    assert P.fetch("res2net50") == str(tmp_path / "cache" / "a.ckpt")
+    # a wrong published size
+    _fake(monkeypatch, "res2net101", "a.ckpt", full, size=2999)
+    os.remove(tmp_path / "cache" / "a.ckpt")
+    os.remove(tmp_path / "cache" / "a.ckpt.sha256")
+    with pytest.raises(UserError, match="has 3000 bytes, expected 2999.*was deleted"):
+        P.fetch("res2net101")
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_hash_mismatch_deletes_the_file(server, monkeypatch, tmp_path):
+    served, _ = server
+    (served / "res2net50-deadbeef.ckpt").write_bytes(b"not the published file")
+    _fake(monkeypatch, "res2net50", "res2net50-deadbeef.ckpt", "deadbeef")
+    with pytest.raises(UserError) as err:
+        P.download_weights("res2net50", cache_dir=str(tmp_path / "mycache"), progress=False)
+    msg = str(err.value)
+    assert "expected deadbeef" in msg and "was deleted" in msg and "res2net50-deadbeef.ckpt" in msg
+    assert _listing(tmp_path / "mycache") == []
+
+
+def test_no_server_says_what_to_download_and_where(tmp_path, monkeypatch):
+    monkeypatch.setenv(P.ENV_BASE_URL, f"http://127.0.0.1:{_closed_port()}/mirror")
+    monkeypatch.setenv(P.ENV_CACHE, str(tmp_path / "cache"))
+    with pytest.raises(UserError) as err:
+        P.download_weights("res2net50_v1b", source="mindcv", progress=False)
+    msg = str(err.value)
+    assert "could not download" in msg and "/mirror/res2net50_v1b-99304e92.ckpt" in msg
+    assert os.path.join(str(tmp_path / "cache"), "res2net50_v1b-99304e92.ckpt") in msg
+    assert "must start with 99304e92" in msg
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_http_error_and_truncated_transfer(server, monkeypatch, tmp_path):
+    served, _ = server
+    _fake(monkeypatch, "res2net50", "missing.ckpt", "00000000")
+    with pytest.raises(UserError, match="404"):
+        P.fetch("res2net50", progress=False)
+    _fake(monkeypatch, "res2net50", "truncated.ckpt", "00000000")
+    with pytest.raises(UserError, match="truncated.ckpt"):
+        P.fetch("res2net50", progress=False)
+    assert _listing(tmp_path / "cache") == []
+
+
+def test_hand_placed_file_is_checked_before_use(tmp_path, monkeypatch):
+    monkeypatch.setenv(P.ENV_BASE_URL, f"http://127.0.0.1:{_closed_port()}/")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "hand.ckpt").write_bytes(b"hand placed")
+    _fake(monkeypatch, "res2net50", "hand.ckpt", _sha(cache / "hand.ckpt")[:8])
+    assert P.fetch("res2net50", cache_dir=str(cache)) == str(cache / "hand.ckpt")  # no network needed
+    assert (cache / "hand.ckpt.sha256").exists()
+    (cache / "bad.ckpt").write_bytes(b"tampered")
+    _fake(monkeypatch, "res2net50", "bad.ckpt", "12345678")
+    with pytest.raises(UserError, match="was deleted"):
+        P.fetch("res2net50", cache_dir=str(cache))
+    assert not (cache / "bad.ckpt").exists()
+
+
+def test_pytorch_source_is_converted_once(server, monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    import torch_reference as R
+    from safetensors.numpy import save_file
+
+    served, requests = server
+    sd = R.make_state_dict("res2net_dla60", num_classes=10, layout="timm", seed=2)
+    save_file({k: v.numpy().astype(np.float16) if v.is_floating_point() else v.numpy() for k, v in sd.items()},
+              str(served / "dla60_res2net.in1k.safetensors"))
+    src = P.WeightSource("timm", "https://huggingface.co/timm/x/resolve/main/model.safetensors",
+                         "dla60_res2net.in1k.safetensors", "safetensors", None, None, None, None, P.CC_BY_NC_SA, "x")
+    monkeypatch.setitem(P._WEIGHTS, "res2net_dla60", [src])
+    path = P.download_weights("res2net_dla60", source="timm", progress=False)
+    assert os.path.dirname(path) == str(tmp_path / "cache" / "converted") and path.endswith(".ckpt")
+    mtime = os.path.getmtime(path)
+    net = create_model("res2net_dla60", num_classes=10, pretrained=True)
+    np.testing.assert_array_equal(net.parameters_dict()["level4.tree2.tree2.root.conv.weight"].asnumpy(),
+                                  sd["level4.tree2.tree2.root.conv.weight"].numpy().astype(np.float16).astype(np.float32))
+    assert P.download_weights("res2net_dla60", source="timm") == path and os.path.getmtime(path) == mtime
+    assert len(requests) == 1
+    # no published hash: the first download's hash is recorded and enforced from then on
+    cached = tmp_path / "cache" / "dla60_res2net.in1k.safetensors"
+    cached.write_bytes(b"another file")
+    with pytest.raises(UserError, match="was recorded when it was first downloaded"):
+        P.fetch("res2net_dla60", source="timm")
+
+
+def test_registry_contents(monkeypatch):
+    assert set(PUBLISHED) <= set(list_models(pretrained=True))
+    for name in PUBLISHED:
+        cfg = P.get_pretrained_cfg(name)
+        assert cfg["preprocessing"]["input_size"] == (3, 224, 224) and cfg["preprocessing"]["crop_pct"] == 0.875
+        assert cfg["preprocessing"]["mean"] == (0.485, 0.456, 0.406)
+        assert cfg["default_source"] in cfg["sources"]
+        for tag, s in cfg["sources"].items():
+            assert s["url"].startswith(("http://", "https://")) and s["filename"]
+            assert s["top1"] and s["top5"]
+            if tag in ("official", "timm", "timm_legacy"):
+                assert "CC BY-NC-SA 4.0" in s["licence"]
+            if s["sha256"]:
+                assert s["sha256"] in s["filename"]  # the prefix published in the file name
+    mindcv = {n: P.get_pretrained_cfg(n)["sources"]["mindcv"]["url"] for n in PUBLISHED
+              if "mindcv" in P.get_pretrained_cfg(n)["sources"]}
+    assert mindcv == {
+        "res2net50": "https://download.mindspore.cn/toolkits/mindcv/res2net/res2net50-f42cf71b.ckpt",
+        "res2net101": "https://download.mindspore.cn/toolkits/mindcv/res2net/res2net101-8ae60132.ckpt",
+        "res2net50_v1b": "https://download.mindspore.cn/toolkits/mindcv/res2net/res2net50_v1b-99304e92.ckpt",
+        "res2net101_v1b": "https://download.mindspore.cn/toolkits/mindcv/res2net/res2net101_v1b-7e6db001.ckpt",
+    }
+    assert P.get_pretrained_cfg("res2net50d")["architecture"] == "res2net50_v1b"  # timm's name
+    assert P.default_source("res2net50") == "mindcv" and P.default_source("res2next50") == "timm"
+    monkeypatch.setenv(P.ENV_SOURCE, "official")
+    assert P.default_source("res2net50") == "official"
+    with pytest.raises(KeyError):
+        P.get_pretrained_cfg("res2net152")
+    with pytest.raises(UserError, match="no published weights for 'res2net152'"):
+        P.download_weights("res2net152")
+    with pytest.raises(UserError, match="no 'mindcv' weights; available: timm, official, timm_legacy"):
+        P.download_weights("res2next50", source="mindcv")
+    net = create_model("res2net50")
+    assert net.default_cfg["weights"]["sources"]["mindcv"]["top1"] == 79.35
