@@ -81,6 +81,9 @@ def build_parser():
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after the first one (data: batches)")
     p.add_argument("--compare", default="",
                    help="comma-separated references measured in the same run: mindcv, torch, timm")
+    p.add_argument("--settle_ms", type=float, default=20.0,
+                   help="untimed pause before each timed step, so that the thread pools of the previous "
+                        "implementation (MindSpore, OpenMP) stop spinning before the next one is timed")
     p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
     p.add_argument("--table", action="store_true",
                    help="print the table of every model (parameters, MACs at 224 px, published accuracy)")
@@ -490,7 +493,9 @@ def _summary(runner, batch_size):
         "images_per_sec": batch_size / median if median > 0 else float("inf"),
         "ms_per_step": median * 1e3, "ms_per_step_min": min(times) * 1e3,
         "ms_per_step_mean": statistics.fmean(times) * 1e3, "ms_per_step_max": max(times) * 1e3,
-        "times_ms": [t * 1e3 for t in times], "compile_s": runner.compile_s, "build_s": runner.build_s,
+        "times_ms": [t * 1e3 for t in times],
+        "cpu_ms_per_step": statistics.median(runner.cpu_times) * 1e3,
+        "compile_s": runner.compile_s, "build_s": runner.build_s,
         "rss_growth_mb": runner.rss_growth_mb, "peak_rss_mb": runner.peak_rss_mb,
         "device_peak_mb": runner.device_peak_mb,
     }
@@ -528,16 +533,20 @@ def measure(runners, args, unavailable, log=print):
         if runner.device_peak_mb is None and ms_mem is not None and isinstance(runner, MindSporeRunner):
             with contextlib.suppress(Exception):
                 runner.device_peak_mb = ms_mem[1]()
-        runner.times = []
+        runner.times, runner.cpu_times = [], []
         ready.append(runner)
         log(f"  {runner.name}: built in {runner.build_s:.1f} s, first call {runner.compile_s:.1f} s, "
             f"{args.warmup} warm-up call(s) done")
+    settle = max(0.0, float(args.settle_ms)) / 1e3
     for i in range(args.steps):
         k = i % len(ready)
         for runner in ready[k:] + ready[:k]:
-            start = time.perf_counter()
+            if settle:
+                time.sleep(settle)
+            cpu0, start = time.process_time(), time.perf_counter()
             runner.step()
             runner.times.append(time.perf_counter() - start)
+            runner.cpu_times.append(time.process_time() - cpu0)
     return {r.name: _summary(r, args.batch_size) for r in ready}
 
 
@@ -594,7 +603,7 @@ def run_speed(args):
         "benchmark": "mindcv_res2net", "task": args.task, "model": args.model, "batch_size": args.batch_size,
         "image_size": args.image_size, "num_classes": args.num_classes, "mode": args.mode, "mode_name": mode_name,
         "amp_level": args.amp_level, "device_target": args.device_target, "steps": args.steps,
-        "warmup": args.warmup, "macs_per_image": macs, "results": results, "ratios": ratios, "notes": notes,
+        "warmup": args.warmup, "settle_ms": args.settle_ms, "macs_per_image": macs, "results": results, "ratios": ratios, "notes": notes,
         "peak_rss_mb": _peak_rss_mb(), "environment": _environment(args),
         "command": "python benchmark.py " + " ".join(args.argv),
     }
@@ -603,15 +612,16 @@ def run_speed(args):
 
 
 def _speed_markdown(report):
-    lines = ["", "| implementation | img/s | ms/step (median) | min / max ms | first call (s) | build (s) "
-                 "| RSS growth (MB) | device peak (MB) | precision |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["", "| implementation | img/s | ms/step (median) | min / max ms | CPU ms/step | first call (s) "
+                 "| build (s) | RSS growth (MB) | device peak (MB) | precision |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in report["results"].items():
         if not r.get("available"):
-            lines.append(f"| {name} | not available: {r['reason']} | | | | | | | |")
+            lines.append(f"| {name} | not available: {r['reason']} | | | | | | | | |")
             continue
         lines.append(f"| {name} | {_fmt(r['images_per_sec'], '.2f')} | {_fmt(r['ms_per_step'])} | "
-                     f"{_fmt(r['ms_per_step_min'])} / {_fmt(r['ms_per_step_max'])} | {_fmt(r['compile_s'])} | "
+                     f"{_fmt(r['ms_per_step_min'])} / {_fmt(r['ms_per_step_max'])} | {_fmt(r['cpu_ms_per_step'])} | "
+                     f"{_fmt(r['compile_s'])} | "
                      f"{_fmt(r['build_s'])} | {_fmt(r['rss_growth_mb'], '.0f')} | "
                      f"{_fmt(r['device_peak_mb'], '.0f')} | {r['precision']} |")
     if report["ratios"]:
@@ -665,10 +675,12 @@ def run_data(args):
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
-    lines = ["", "| workers | img/s | img/s per worker | images timed | mean JPEG (KB) |", "|---|---|---|---|---|"]
+    lines = ["", "| workers | img/s | img/s per worker | img per CPU-second | images timed | mean JPEG (KB) |",
+             "|---|---|---|---|---|---|"]
     for w, r in workers.items():
         lines.append(f"| {w} | {r['images_per_sec']:.1f} | {r['images_per_sec_per_worker']:.1f} | "
-                     f"{r['n_images']} | {r.get('mean_file_kb', float('nan')):.0f} |")
+                     f"{_fmt(r.get('images_per_cpu_second'))} | {r['n_images']} | "
+                     f"{_fmt(r.get('mean_file_kb'), '.0f')} |")
     lines.append(f"peak RSS of this process: {_peak_rss_mb():.0f} MB")
     print("\n".join(lines))
     return {"benchmark": "mindcv_res2net", "task": "data", "available": True, "source": source,

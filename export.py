@@ -182,7 +182,10 @@ def main(argv):
     _check_device(args.file_format)
 
     from mindcv_res2net.inference import build_inference_model, check_image_size
+    from mindcv_res2net.models import create_model, is_model
 
+    if not is_model(args.model):
+        create_model(args.model)  # the factory's UserError, with suggestions
     if args.image_size is not None:
         check_image_size(args.model, args.image_size)
     if not args.ckpt_path and not args.pretrained:

@@ -47,20 +47,15 @@ def imagenet_class_names():
 
 
 def _names_from_checkpoint(ckpt_path):
-    try:
-        from .checkpoint import read_checkpoint_meta
-    except ImportError:
-        return None
-    meta = read_checkpoint_meta(ckpt_path) or {}
-    names = meta.get("class_names")
-    if isinstance(names, (list, tuple)) and names and all(isinstance(n, str) for n in names):
-        return list(names)
-    return None
+    from .checkpoint import read_checkpoint_meta
+    return (read_checkpoint_meta(ckpt_path) or {}).get("class_names")
 
 
-def resolve_class_names(num_classes, class_names_file=None, ckpt_path=None):
+def resolve_class_names(num_classes, class_names_file=None, ckpt_path=None, saved_names=None, source=None):
     """The display names of a ``num_classes``-way classifier (see the module docstring).
 
+    ``saved_names``: the names stored with a checkpoint when the caller has read its metadata
+    already (``source`` names that checkpoint in messages); otherwise ``ckpt_path`` is read.
     A file or checkpoint list of the wrong length raises ``UserError``.
     """
     num_classes = int(num_classes)
@@ -70,13 +65,15 @@ def resolve_class_names(num_classes, class_names_file=None, ckpt_path=None):
             raise UserError(f"class-names file {class_names_file} holds {len(names)} names but the model has "
                             f"{num_classes} classes. Give one name per class (or set --num_classes).")
         return names
-    if ckpt_path:
-        names = _names_from_checkpoint(ckpt_path)
-        if names is not None:
-            if len(names) != num_classes:
-                raise UserError(f"checkpoint {ckpt_path} stores {len(names)} class names but the model has "
-                                f"{num_classes} classes. Set --num_classes {len(names)} or pass --class_names.")
-            return names
+    if saved_names is None and ckpt_path:
+        saved_names = _names_from_checkpoint(ckpt_path)
+        source = source or ckpt_path
+    if isinstance(saved_names, (list, tuple)) and saved_names:
+        names = [str(n) for n in saved_names]
+        if len(names) != num_classes:
+            raise UserError(f"checkpoint {source or ''} stores {len(names)} class names but the model has "
+                            f"{num_classes} classes. Set --num_classes {len(names)} or pass --class_names.")
+        return names
     if num_classes == 1000:
         return imagenet_class_names()
     return [f"class_{i}" for i in range(num_classes)]

@@ -16,10 +16,15 @@ script. It works out how the process was launched and joins MindSpore's cluster:
 
 Failures are bounded. Cluster time-outs that MindSpore leaves long are given bounded
 defaults when the user has not set them (``CLUSTER_ENV_DEFAULTS``). Under mpirun every rank
-also keeps one TCP connection to rank 0 (a watchdog): when a rank dies (killed, crashed,
-host gone) or fails with an exception, rank 0 prints ``rank N died`` / ``rank N failed`` and
-every rank exits with status 1 at once, instead of waiting in a collective; mpirun itself
-also ends the job when a rank exits non-zero.
+also keeps one TCP connection to rank 0 (a watchdog, with TCP keep-alive): when a rank dies
+(killed, crashed), fails with an exception, or its host becomes unreachable, rank 0 prints
+``rank N died`` / ``rank N failed`` / ``rank N is unreachable`` and every rank exits with
+status 1 at once (about 1 s; about 40 s for a vanished host) instead of waiting in a
+collective; mpirun itself also ends the job when a rank exits non-zero. A rank that never
+reaches ``init_distributed`` makes the others exit after ``MINDCV_RES2NET_INIT_TIMEOUT``
+(faulthandler's time-out dump, ending in ``_wait_for_every_rank_to_call_init_distributed``).
+Under msrun, msrun stops the local workers when one fails and MindSpore's heartbeat
+(``MS_NODE_TIMEOUT``) ends the rest.
 
 The scheduler child writes its log to ``$MINDCV_RES2NET_DIST_LOG_DIR`` (default
 ``<tempdir>/mindcv_res2net_dist``), ``scheduler_<host>_<port>.log``; rank 0 prints the path
@@ -30,7 +35,12 @@ scheduler is killed at once; when rank 0 ends normally the scheduler is given
 Environment knobs (all optional): ``MINDCV_RES2NET_SCHED_HOST`` (address of rank 0's host
 that every rank can reach, for multi-homed hosts), ``MINDCV_RES2NET_SCHED_PORT``,
 ``MINDCV_RES2NET_INIT_TIMEOUT`` (seconds for all ranks to reach ``init_distributed`` and for
-the scheduler to start, default 90), ``MINDCV_RES2NET_DIST_LOG_DIR``.
+the scheduler to start, default 90), ``MINDCV_RES2NET_DIST_LOG_DIR``,
+``MINDCV_RES2NET_SCHED_GRACE``.
+
+For the trainer: ``get_dist_info()``, ``is_main_process()``, ``all_reduce_sum(array)`` (exact
+for counts: integer arrays and integer-valued float64 entries), ``barrier()``,
+``broadcast_parameters(net)`` (rank 0's weights everywhere) and ``parameters_divergence(net)``.
 """
 import atexit
 import faulthandler
@@ -743,14 +753,14 @@ class _MpiBridge:
                             f"{self.sched_proc.returncode} (log {self.sched_log})")
             for sock in ready:
                 peer = owner[sock]
+                error = None
                 try:
                     data = sock.recv(4096)
-                except OSError:
-                    data = b""
+                except OSError as exc:
+                    data, error = b"", exc
                 if not data:
                     if peer not in self.peer_bye:
-                        self._abort(peer, f"rank {peer} died (its watchdog connection closed without a "
-                                    "normal shutdown)")
+                        self._abort(peer, f"rank {peer} {_lost_reason(error)}")
                     continue
                 buffers[sock] += data
                 while b"\n" in buffers[sock]:
@@ -764,14 +774,15 @@ class _MpiBridge:
     def _watch_rank0(self):
         buf = b""
         while True:
+            error = None
             try:
                 data = self.upstream.recv(4096)
-            except OSError:
-                data = b""
+            except OSError as exc:
+                data, error = b"", exc
             if not data:
                 if not self.closing and not self.self_failed:
-                    _say(f"rank {self.rank}: lost the connection to rank 0 (rank 0 died or the network "
-                         "failed); aborting")
+                    _say(f"rank {self.rank}: lost the connection to rank 0: rank 0 {_lost_reason(error)}; "
+                         "aborting")
                     os._exit(WATCHDOG_EXIT_CODE)
                 return
             buf += data
@@ -848,6 +859,13 @@ class _MpiBridge:
                 self.upstream.close()
             except OSError:
                 pass
+
+
+def _lost_reason(error):
+    if error is None or isinstance(error, ConnectionResetError):
+        return "died (its watchdog connection closed without a normal shutdown)"
+    return (f"is unreachable ({error.strerror or error}: host down or network cut; "
+            "TCP keep-alive gave up)")
 
 
 def _keepalive(sock):

@@ -264,7 +264,7 @@ def test_watchdog_alone_ends_the_job_when_a_rank_vanishes_with_status_0(tmp_path
 @needs_extra
 def test_rank0_killed_ends_the_other_ranks(tmp_path):
     log, _ = _die(tmp_path, 0, "sigkill")
-    assert "lost the connection to rank 0" in log or "process rank 0" in log, _tail(log)
+    assert "lost the connection to rank 0: rank 0 died" in log or "process rank 0" in log, _tail(log)
     logs = list((tmp_path / "dist_logs").glob("scheduler_*.log"))
     assert logs and "scheduler killed" in logs[0].read_text(errors="replace")
 
@@ -307,4 +307,38 @@ def test_msrun_rank_killed_is_bounded(tmp_path):
     after_kill = end - float((out / "killed_at").read_text())
     print(f"msrun, rank 1 SIGKILL: every process gone {after_kill:.1f} s after the failure")
     assert rc != 0 and after_kill < FAIL_BOUND_S, _tail(log)
+    _assert_no_survivor(out)
+
+
+# ------------------------------------------------------------------------------------------
+# two "hosts": network namespaces joined by a veth pair (root only, opt-in)
+# ------------------------------------------------------------------------------------------
+NETNS_SCRIPT = os.path.join(ROOT, "tests", "dist_scripts", "netns_two_hosts.sh")
+needs_netns = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("unshare") is None,
+                                 reason="needs root, ip (iproute2) and unshare to create network namespaces")
+
+
+@needs_mpirun
+@needs_netns
+@needs_extra
+def test_two_hosts_in_network_namespaces(tmp_path):
+    out = tmp_path / "out"
+    env = _child_env(tmp_path, PYTHON=sys.executable)
+    rc, log, _, _ = _run(["bash", NETNS_SCRIPT, str(out), "basic"], env, timeout=300)
+    assert rc == 0, _tail(log)
+    _check_basic(out, "mpirun")
+    assert "scheduler 10.213.47.1:" in log  # rank 0's address on the veth, not 127.0.0.1
+
+
+@needs_mpirun
+@needs_netns
+@needs_extra
+def test_two_hosts_link_cut_is_bounded(tmp_path):
+    out = tmp_path / "out"
+    env = _child_env(tmp_path, PYTHON=sys.executable, CUT_LINK=1)
+    rc, log, _, end = _run(["bash", NETNS_SCRIPT, str(out), "die", "--kill-rank", "5"], env, timeout=300)
+    after_cut = end - float((out / "killed_at").read_text())
+    print(f"link between the two hosts cut: every process gone {after_cut:.1f} s later")
+    assert rc != 0 and after_cut < FAIL_BOUND_S, _tail(log)
+    assert "rank 0: rank 1 is unreachable" in log, _tail(log)
     _assert_no_survivor(out)

@@ -22,14 +22,17 @@ POLICIES = ("latest_k", "top_k")
 
 def probe_writable(directory):
     """Create ``directory`` and prove a file can be written there, before any training starts."""
+    probe = os.path.join(directory, f".write_probe_{os.getpid()}")
     try:
         os.makedirs(directory, exist_ok=True)
-        probe = os.path.join(directory, f".write_probe_{os.getpid()}")
-        with open(probe, "wb") as f:
-            f.write(b"\0" * 65536)  # a little data, so a full disk shows now
-            f.flush()
-            os.fsync(f.fileno())
-        os.remove(probe)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 65536)  # a little data, so a full disk shows now
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            if os.path.exists(probe):
+                os.remove(probe)
     except OSError as exc:
         raise UserError(f"cannot write checkpoints to ckpt_save_dir {directory!r}: {exc.strerror or exc}. "
                         "Pass --ckpt_save_dir with a writable directory that has free space.") from None

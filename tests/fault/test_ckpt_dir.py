@@ -94,9 +94,6 @@ def test_ckpt_dir_full_disk(dir_results):
     _no_training(proc)
 
 
-@pytest.mark.xfail(strict=True, reason="probe_writable (engine/checkpoint_manager.py) does not remove its "
-                                       ".write_probe_<pid> file when the write fails (full disk): a 0-byte "
-                                       "partial file is left in ckpt_save_dir")
 def test_ckpt_dir_full_disk_leaves_no_file(dir_results):
     if "full" not in dir_results:
         pytest.skip("cannot mount a tiny tmpfs here (needs root / CAP_SYS_ADMIN)")
@@ -132,7 +129,7 @@ def test_kill_during_write_leaves_no_file(tmp_path, monkeypatch):
         name = ckpt_file_name if ckpt_file_name.endswith(".ckpt") else ckpt_file_name + ".ckpt"
         with open(name, "wb") as f:
             f.write(b"\x0a\x05half")
-        with open(name + ".tmp" if False else ckpt_file_name + ".tmp", "wb") as f:
+        with open(ckpt_file_name + ".tmp", "wb") as f:  # MindSpore's own partial file
             f.write(b"half")
         raise KeyboardInterrupt("killed mid-write")
 

@@ -1,0 +1,338 @@
+"""Classify images with a Res2Net model: top-k classes and probabilities per image.
+
+    python predict.py --model res2net50 --pretrained photos/ cat.jpg --topk 5
+    python predict.py --model res2net50_v1b --ckpt_path finetuned.ckpt images/ --json preds.json
+    python predict.py --model res2net50 --ckpt_path r50.ckpt img.png --json -     # JSON on stdout
+
+Inputs: image files and folders (searched recursively for image files). Every image is decoded
+whatever its mode (RGB, grey, palette, alpha, CMYK, 16-bit, EXIF-rotated) and preprocessed
+exactly as validate.py does (resize the shorter side to ``image_size / crop_pct``, centre crop,
+normalise, from the model's default configuration). An unreadable file is named in a warning
+on stderr and skipped. The network runs inference-optimised (``optimize_for_inference``).
+
+Class names: ``--class_names FILE`` (one per line), else the names saved with a fine-tuned
+checkpoint, else the ImageNet-1k names for 1000-class models, else ``class_<i>``.
+A user's mistake prints one line (``error: ...``) and exits with status 2.
+"""
+import argparse
+import json
+import os
+import sys
+
+from mindcv_res2net.cli import run_main
+from mindcv_res2net.errors import UserError
+
+# as the data package's image folders (mindcv_res2net.data.dataset.IMAGE_EXTENSIONS)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif",
+                    ".tiff", ".webp", ".gif", ".jfif", ".jpe")
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
+               "off": False}
+_BOOL_FLAGS = ("--pretrained", "--ema")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        raise UserError(f"{message} (see python predict.py --help)")
+
+
+def _positive_int(value):
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
+    return number
+
+
+def build_parser():
+    parser = _Parser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
+    parser.add_argument("--model", required=True, help="model name (see mindcv_res2net.list_models())")
+    parser.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint (ours or MindCV's) or PyTorch file")
+    parser.add_argument("--pretrained", action="store_true", help="use the published pretrained weights")
+    parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
+    parser.add_argument("--num_classes", type=_positive_int, default=None,
+                        help="classifier outputs (default: the checkpoint's, else 1000)")
+    parser.add_argument("--in_channels", type=_positive_int, default=None,
+                        help="input channels, 3 (RGB) or 1 (grey) (default: the checkpoint's, else 3)")
+    parser.add_argument("--image_size", type=_positive_int, default=None,
+                        help="crop size (default: the model's, 224; DLA: a multiple of 32)")
+    parser.add_argument("--crop_pct", type=float, default=None, help="centre-crop fraction (default: the model's)")
+    parser.add_argument("--topk", type=_positive_int, default=5, help="classes shown per image")
+    parser.add_argument("--batch_size", type=_positive_int, default=8, help="images per forward pass")
+    parser.add_argument("--class_names", default=None, help="text file with one class name per line")
+    parser.add_argument("--json", default=None, help="also write the predictions as JSON to this file ('-': stdout)")
+    parser.add_argument("--mode", type=int, choices=(0, 1), default=0, help="0: GRAPH_MODE, 1: PYNATIVE_MODE")
+    parser.add_argument("--device_target", default="auto", choices=("auto", "CPU", "GPU", "Ascend"),
+                        help="MindSpore device (auto: MindSpore's default)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    return parser
+
+
+def _normalise_bool_flags(argv):
+    """Accept the config style ``--pretrained True`` / ``--pretrained=false`` next to plain ``--pretrained``."""
+    out = []
+    i = 0
+    argv = list(argv)
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        if name in _BOOL_FLAGS and eq:
+            if value.lower() not in _BOOL_WORDS:
+                raise UserError(f"{name} takes true or false, got {value!r}")
+            if _BOOL_WORDS[value.lower()]:
+                out.append(name)
+        elif arg in _BOOL_FLAGS and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS:
+            if _BOOL_WORDS[argv[i + 1].lower()]:
+                out.append(arg)
+            i += 1
+        else:
+            out.append(arg)
+        i += 1
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# inputs
+# ------------------------------------------------------------------------------------------------
+
+def collect_images(inputs):
+    """Files named directly (any extension) and image files found recursively in folders, in order.
+
+    A path that does not exist raises ``UserError``; a folder with no images only warns.
+    """
+    files = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = []
+            for root, dirs, names in os.walk(item, followlinks=True):
+                dirs.sort()
+                found += [os.path.join(root, n) for n in sorted(names)
+                          if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+            if not found:
+                print(f"warning: no image files in folder {item}", file=sys.stderr)
+            files += found
+        elif os.path.exists(item):
+            files.append(item)
+        else:
+            raise UserError(f"image or folder not found: {item}. Check the path.")
+    seen = set()
+    unique = []
+    for path in files:
+        key = os.path.realpath(path)
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+class Preprocessor:
+    """Bytes of an image file -> float32 CHW array, as validate.py's evaluation pipeline.
+
+    RGB models: the data package's decoding (JPEGs as they are, anything else re-encoded by Pillow
+    as RGB: alpha dropped, palette expanded, CMYK converted, 16-bit scaled, EXIF orientation
+    applied) and its ImageNet eval transform (``create_transforms(..., is_training=False)``).
+    Grey models (``in_channels=1``): the image decoded as grey, the MNIST-family eval transform.
+    """
+
+    def __init__(self, image_size, in_channels, cfg, crop_pct=None):
+        from mindcv_res2net.data import decode
+        from mindcv_res2net.data.transforms import create_transforms
+
+        self._decode = decode
+        self.in_channels = int(in_channels)
+        crop = float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875))
+        if not 0.0 < crop <= 1.0:
+            raise UserError(f"--crop_pct must be in (0, 1], got {crop}")
+        if self.in_channels == 3:
+            self.ops = create_transforms("imagenet", image_size, is_training=False,
+                                         interpolation=cfg.get("interpolation", "bilinear"), crop_pct=crop,
+                                         mean=cfg.get("mean"), std=cfg.get("std"))
+        elif self.in_channels == 1:
+            self.ops = create_transforms("fashion_mnist", image_size, is_training=False,
+                                         interpolation=cfg.get("interpolation", "bilinear"), in_channels=1)
+        else:
+            raise UserError(f"predict.py reads RGB (in_channels 3) or grey (in_channels 1) images; the model "
+                            f"takes {self.in_channels} channels")
+        # the RGB list starts with Decode (applied in load); the grey one works on decoded arrays
+        self._first_after_decode = 1 if self.ops and type(self.ops[0]).__name__ == "Decode" else 0
+
+    def load(self, path):
+        """The decoded image as the model sees it before resizing: HxWx3 (RGB) or HxWx1 (grey) uint8.
+        Raises ``BadImage`` (from the data package) for an unreadable file."""
+        import numpy as np
+
+        dec = self._decode
+        data = dec.read_file(path)
+        if not data:
+            raise dec.BadImage("empty file (0 bytes)")
+        if self.in_channels == 1:
+            return dec.decode_with_pil(data, mode="L")[:, :, None]
+        if not self._first_after_decode:
+            return dec.decode_with_pil(data)
+        try:
+            return np.asarray(self.ops[0](np.frombuffer(dec.prepare_encoded(data), dtype=np.uint8)))
+        except (RuntimeError, ValueError, TypeError) as exc:  # the C++ decoder's complaint
+            text = str(exc).strip()
+            raise dec.BadImage(text.splitlines()[0] if text else type(exc).__name__) from None
+
+    def __call__(self, path):
+        """(CHW float32 array, None) or (None, reason)."""
+        import numpy as np
+
+        try:
+            image = self.load(path)
+            for op in self.ops[self._first_after_decode:]:
+                image = op(image)
+        except self._decode.BadImage as exc:
+            return None, str(exc)
+        except (RuntimeError, ValueError, TypeError) as exc:
+            text = str(exc).strip()
+            return None, text.splitlines()[0] if text else type(exc).__name__
+        return np.ascontiguousarray(image, dtype=np.float32), None
+
+
+# ------------------------------------------------------------------------------------------------
+# running
+# ------------------------------------------------------------------------------------------------
+
+def softmax(logits):
+    import numpy as np
+
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def predict_arrays(net, arrays, batch_size):
+    """Logits for a list of CHW arrays, ``batch_size`` at a time; the last batch is padded to the
+    same shape (so graph mode compiles once) and the padding dropped."""
+    import numpy as np
+    import mindspore as ms
+
+    outputs = []
+    for start in range(0, len(arrays), batch_size):
+        chunk = arrays[start:start + batch_size]
+        batch = np.stack(chunk)
+        if len(chunk) < batch_size and len(arrays) > batch_size:
+            pad = np.zeros((batch_size - len(chunk),) + batch.shape[1:], batch.dtype)
+            batch = np.concatenate([batch, pad])
+        logits = net(ms.Tensor(batch)).asnumpy()
+        outputs.append(logits[:len(chunk)])
+    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+def top_k(probs, names, k):
+    import numpy as np
+
+    k = min(k, probs.shape[1])
+    results = []
+    for row in probs:
+        order = np.argsort(-row, kind="stable")[:k]
+        results.append([{"rank": r + 1, "index": int(i), "class": names[i], "probability": float(row[i])}
+                        for r, i in enumerate(order)])
+    return results
+
+
+def format_table(records):
+    rows = [("file", "rank", "class", "probability")]
+    for rec in records:
+        for p in rec["predictions"]:
+            rows.append((rec["file"] if p["rank"] == 1 else "", str(p["rank"]), p["class"],
+                         f"{p['probability']:.4f}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]:>{widths[3]}}".rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _write_json(result, target):
+    text = json.dumps(result, indent=2, ensure_ascii=False)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    os.makedirs(directory, exist_ok=True)
+    tmp = target + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text + "\n")
+    os.replace(tmp, target)
+
+
+def main(argv):
+    args = build_parser().parse_args(_normalise_bool_flags(argv))
+    if not args.inputs:
+        raise UserError("no images given: pass image files and/or folders, e.g. python predict.py --model "
+                        "res2net50 --pretrained photo.jpg")
+    if not args.ckpt_path and not args.pretrained:
+        raise UserError("no weights: pass --ckpt_path FILE (a MindSpore checkpoint, ours or MindCV's) or "
+                        "--pretrained")
+    from mindcv_res2net.models import create_model, is_model
+    if not is_model(args.model):
+        create_model(args.model)  # the factory's UserError, with suggestions
+    if args.class_names and not os.path.isfile(args.class_names):
+        raise UserError(f"class-names file not found: {args.class_names}. Pass a text file with one class "
+                        f"name per line.")
+    files = collect_images(args.inputs)
+    if not files:
+        raise UserError(f"no image files found in {', '.join(args.inputs)} (looked for "
+                        f"{', '.join(IMAGE_EXTENSIONS)})")
+
+    import mindspore as ms
+
+    ms.set_context(mode=ms.GRAPH_MODE if args.mode == 0 else ms.PYNATIVE_MODE)
+    if args.device_target != "auto":
+        ms.set_context(device_target=args.device_target)
+
+    from mindcv_res2net.class_names import resolve_class_names
+    from mindcv_res2net.inference import build_inference_model, check_image_size
+
+    if args.image_size is not None:
+        check_image_size(args.model, args.image_size)
+    net, info = build_inference_model(args.model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
+                                      num_classes=args.num_classes, in_channels=args.in_channels,
+                                      use_ema=args.ema)
+    if info["num_classes"] <= 0:
+        raise UserError(f"checkpoint {args.ckpt_path} has no classifier (a backbone): predict.py needs one. "
+                        f"Pass --num_classes only with a checkpoint that holds that classifier.")
+    names = resolve_class_names(info["num_classes"], class_names_file=args.class_names,
+                                saved_names=info["meta"].get("class_names"), source=args.ckpt_path)
+    cfg = info["default_cfg"]
+    size = check_image_size(args.model, args.image_size or tuple(cfg.get("input_size", (3, 224, 224)))[-1])
+    preprocess = Preprocessor(size, info["in_channels"], cfg, crop_pct=args.crop_pct)
+
+    kept, arrays, skipped = [], [], []
+    for path in files:
+        array, reason = preprocess(path)
+        if array is None:
+            print(f"warning: skipping unreadable image {path}: {reason}", file=sys.stderr)
+            skipped.append({"file": path, "reason": reason})
+            continue
+        kept.append(path)
+        arrays.append(array)
+    if not arrays:
+        raise UserError(f"none of the {len(files)} file(s) could be read as an image (see the warnings above)")
+
+    logits = predict_arrays(net, arrays, args.batch_size)
+    probs = softmax(logits)
+    records = [{"file": path, "predictions": preds} for path, preds in zip(kept, top_k(probs, names, args.topk))]
+    result = {"model": args.model, "weights": info["weights"], "num_classes": info["num_classes"],
+              "image_size": size, "topk": min(args.topk, info["num_classes"]), "predictions": records,
+              "skipped": skipped}
+    if args.json != "-":
+        print(format_table(records))
+        if skipped:
+            print(f"{len(skipped)} unreadable file(s) skipped", file=sys.stderr)
+    if args.json:
+        _write_json(result, args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    run_main(main)
