@@ -746,6 +746,12 @@ def _dla_unused_project_macs(net, size=224):
     return total
 
 
+# the order of the README's table (families together); other registered models follow, sorted
+_TABLE_ORDER = ("res2net50", "res2net101", "res2net152", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s",
+                "res2net50_14w_8s", "res2next50", "res2net50_v1b", "res2net101_v1b", "res2net152_v1b",
+                "res2net_dla60", "res2next_dla60")
+
+
 def _no_init_parameters():
     """``mindspore.nn.utils.no_init_parameters()`` (build without drawing initial weights)."""
     try:
@@ -764,8 +770,10 @@ def build_table(log=None):
     aliases = {}
     for alias in sorted(set(list_models()) - set(list_models(include_aliases=False))):
         aliases.setdefault(resolve_name(alias), []).append(alias)
+    order = {name: i for i, name in enumerate(_TABLE_ORDER)}
+    names = sorted(list_models(include_aliases=False), key=lambda n: (order.get(n, len(order)), n))
     rows = []
-    for name in list_models(include_aliases=False):
+    for name in names:
         with _no_init_parameters():  # the table needs shapes, not weight values
             net = create_model(name, num_classes=1000)
         official, mindcv = _published(name)

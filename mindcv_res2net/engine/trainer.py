@@ -54,7 +54,7 @@ def _restore(path, train_step, optimizer, logger):
     values = {n: np.reshape(arrays[n], params[n].shape).astype(arrays[n].dtype) for n in params}
     ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in values.items()},
                            strict_load=True)
-    logger.info("resumed from %s (epoch %s, global step %s)", path, meta.get("epoch"), meta.get("global_step"))
+    logger.info("resumed from %s (epoch %s, %s steps done)", path, meta.get("epoch"), meta.get("steps_done"))
     return meta
 
 
@@ -195,7 +195,7 @@ def train(args):
         new_best = top1 is not None and top1 > best_top1
         if new_best:
             best_top1 = top1
-        meta = {"epoch": epoch + 1, "global_step": (epoch + 1) * steps_per_epoch, "model": args.model,
+        meta = {"epoch": epoch + 1, "steps_done": (epoch + 1) * steps_per_epoch, "model": args.model,
                 "num_classes": num_classes, "in_channels": args.in_channels, "best_top1": best_top1,
                 "class_names": class_names}
         if (epoch + 1) % args.ckpt_save_interval == 0 or is_last:

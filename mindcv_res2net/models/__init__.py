@@ -1,5 +1,5 @@
 """The Res2Net model zoo."""
-from . import res2net, res2net_dla  # noqa: F401  (registers the models)
+from . import pretrained, res2net, res2net_dla  # noqa: F401  (registers the models and their weights)
 from .factory import create_model
 from .registry import is_model, list_models, register_model
 from .res2net import Bottle2neck, Res2Net
