@@ -9,7 +9,9 @@ pipeline, and the model table (parameters, MACs, published accuracy).
 Speed (``--task train|infer``): every implementation is built, called once (the first call, timed
 as ``compile_s``: graph compilation in graph mode, plus that step), run ``--warmup`` more times,
 and then timed over ``--steps`` rounds; in each round every implementation runs one step, in an
-order rotated from round to round, so that a slow-down of the machine hits all of them alike.
+order rotated from round to round (after an untimed ``--settle_ms`` pause, so that the previous
+implementation's thread pools stop spinning), so that a slow-down of the machine hits all of them
+alike.
 Reported: the median ms/step and img/s (= batch / median step), min / mean / max, and the ratio
 ours / reference of img/s (> 1: ours is faster).
 
@@ -603,7 +605,8 @@ def run_speed(args):
         "benchmark": "mindcv_res2net", "task": args.task, "model": args.model, "batch_size": args.batch_size,
         "image_size": args.image_size, "num_classes": args.num_classes, "mode": args.mode, "mode_name": mode_name,
         "amp_level": args.amp_level, "device_target": args.device_target, "steps": args.steps,
-        "warmup": args.warmup, "settle_ms": args.settle_ms, "macs_per_image": macs, "results": results, "ratios": ratios, "notes": notes,
+        "warmup": args.warmup, "settle_ms": args.settle_ms, "macs_per_image": macs, "results": results,
+        "ratios": ratios, "notes": notes,
         "peak_rss_mb": _peak_rss_mb(), "environment": _environment(args),
         "command": "python benchmark.py " + " ".join(args.argv),
     }
@@ -867,4 +870,7 @@ def _finish(code):
 
 if __name__ == "__main__":
     _HARD_EXIT = True
+    # MindSpore's own log at ERROR level (set before it is imported): compiling MindCV's graph
+    # prints dozens of harmless WARNING lines. GLOG_v=2 (or 1) in the environment shows them again.
+    os.environ.setdefault("GLOG_v", "3")
     run_main(main)

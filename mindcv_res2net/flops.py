@@ -14,7 +14,8 @@ convolution and Dense layer is replaced, for the duration of the call, by a stub
 its output *shape* from the layer's attributes (kernel, stride, padding mode, padding, dilation)
 and returns zeros of that shape, and BatchNorm layers pass their input through; only the cheap
 parameter-free operations (pooling, ReLU, additions, concatenations) really run, and no weight is
-read, so the network may even be built under ``mindspore.nn.utils.no_init_parameters()``. ``method="hooks"`` runs the real layers and reads the shapes with
+read, so the network may even be built under ``mindspore.nn.utils.no_init_parameters()``.
+``method="hooks"`` runs the real layers and reads the shapes with
 ``Cell.register_forward_hook`` (available in PyNative mode in MindSpore 2.8); it is slower and is
 kept as a cross-check of the stub's shape arithmetic.
 

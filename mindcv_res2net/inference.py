@@ -135,14 +135,18 @@ def _kernel(pool_attr):
 # the bottleneck
 # ------------------------------------------------------------------------------------------------
 
-def _stage_grouped_weights(block):
-    """Weights and bias of the stage block's one grouped 3x3 conv over all ``scale`` chunks."""
+STAGE_CONV_MODES = ("merged", "grouped", "separate")
+
+
+def _stage_grouped_weights(block, with_pool=True):
+    """Weights and bias of a stage block's grouped 3x3 conv over its chunks (``with_pool``: the
+    last chunk's avg-pool too)."""
     ws, bs = [], []
     for conv, bn in zip(block.convs, block.bns):
         w, b = fold_conv_bn(conv, bn)
         ws.append(w)
         bs.append(b)
-    if block.scale > 1:
+    if block.scale > 1 and with_pool:
         # AvgPool(3, stride, pad 1, count_include_pad) == conv with 1/9 on each channel's own input.
         width, per_group = ws[0].shape[0], ws[0].shape[1]
         pool_w = np.zeros((width, per_group, 3, 3))
@@ -159,8 +163,10 @@ class FusedBottle2neck(nn.Cell):
     Built from a trained ``Bottle2neck`` (or DLA's ``DlaBottle2neck``) by ``from_block``.
     """
 
-    def __init__(self, block, shortcut=None):
+    def __init__(self, block, shortcut=None, stage_convs="merged"):
         super().__init__()
+        if stage_convs not in STAGE_CONV_MODES:
+            raise ValueError(f"stage_convs must be one of {STAGE_CONV_MODES}, got {stage_convs!r}")
         self.width = int(block.width)
         self.scale = int(block.scale)
         self.num_convs = int(block.num_convs)
@@ -169,17 +175,30 @@ class FusedBottle2neck(nn.Cell):
         stride = _pair(first.stride)
         cardinality = int(first.group)
         self.conv1 = FusedConv.from_conv_bn(block.conv1, block.bn1, relu=True)
-        if self.is_stage or self.scale == 1:
+        self.grouped = None
+        self.convs = None
+        self.pool = None
+        self.stage_mode = "chain"
+        if self.scale == 1 or (self.is_stage and stage_convs == "merged"):
             # one grouped conv over every chunk (the last chunk's avg-pool as a fixed 1/9 kernel)
-            weight, bias = _stage_grouped_weights(block)
+            weight, bias = _stage_grouped_weights(block, with_pool=True)
             groups = cardinality * (self.scale if self.scale > 1 else 1)
             self.grouped = FusedConv(weight, bias, stride=stride, padding=_padding(first), groups=groups,
                                      relu=True, dtype=_dtype(first))
-            self.convs = None
+            self.stage_mode = "merged"
+        elif self.is_stage and stage_convs == "grouped":
+            # one grouped conv over the first scale - 1 chunks; the last chunk through the avg-pool
+            weight, bias = _stage_grouped_weights(block, with_pool=False)
+            self.grouped = FusedConv(weight, bias, stride=stride, padding=_padding(first),
+                                     groups=cardinality * self.num_convs, relu=True, dtype=_dtype(first))
+            self.pool = _stage_avg_pool(block.pool)
+            self.stage_mode = "grouped"
         else:
-            self.grouped = None
             self.convs = nn.CellList([FusedConv.from_conv_bn(c, b, relu=True)
                                       for c, b in zip(block.convs, block.bns)])
+            if self.is_stage:
+                self.pool = _stage_avg_pool(block.pool)
+                self.stage_mode = "separate"
         self.conv3 = FusedConv.from_conv_bn(block.conv3, block.bn3, relu=False)
         self.shortcut = shortcut
         self.relu = nn.ReLU()
@@ -187,18 +206,22 @@ class FusedBottle2neck(nn.Cell):
     def forward_body(self, x):
         """Everything up to (and including) conv3 + bn3: the residual branch."""
         out = self.conv1(x)
-        if self.grouped is not None:
+        if self.stage_mode == "merged":
             return self.conv3(self.grouped(out))
+        if self.stage_mode == "grouped":
+            head, last = ops.split(out, (self.width * self.num_convs, self.width), axis=1)
+            return self.conv3(ops.cat((self.grouped(head), self.pool(last)), 1))
         chunks = ops.split(out, self.width, axis=1)
         outputs = ()
         sp = chunks[0]
         for i in range(self.num_convs):
             if i > 0:
-                sp = sp + chunks[i]
+                sp = chunks[i] if self.is_stage else sp + chunks[i]
             sp = self.convs[i](sp)
             outputs = outputs + (sp,)
         if self.scale > 1:
-            outputs = outputs + (chunks[self.num_convs],)
+            last = chunks[self.num_convs]
+            outputs = outputs + ((self.pool(last) if self.is_stage else last),)
         return self.conv3(ops.cat(outputs, 1))
 
     def construct(self, x):
@@ -207,11 +230,33 @@ class FusedBottle2neck(nn.Cell):
         return self.relu(out + shortcut)
 
 
+class StageAvgPool(nn.Cell):
+    """``AvgPool(k, stride, padding p, zero padding counted)``: zero ``Pad`` + ``AvgPool(valid)``."""
+
+    def __init__(self, kernel_size, stride, padding):
+        super().__init__()
+        self.pad = ops.Pad(((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else None
+        self.pool = ops.AvgPool(kernel_size=kernel_size, strides=stride, pad_mode="VALID")
+
+    def construct(self, x):
+        if self.pad is not None:
+            x = self.pad(x)
+        return self.pool(x)
+
+
+def _stage_avg_pool(pool):
+    prim = pool.avg_pool
+    pads = tuple(prim.attrs.get("pad_list", prim.attrs.get("pad", (0,))))
+    if len(set(pads[-4:])) != 1 or prim.attrs.get("ceil_mode") or not prim.attrs.get("count_include_pad", True):
+        raise NotImplementedError(f"unsupported stage avg-pool {pool}")
+    return StageAvgPool(_kernel(pool.kernel_size), _kernel(pool.stride), int(pads[-1]))
+
+
 class FusedDlaBottle2neck(FusedBottle2neck):
     """DLA's bottleneck: the shortcut comes from the tree (``construct(x, shortcut)``)."""
 
-    def __init__(self, block):
-        super().__init__(block, shortcut=None)
+    def __init__(self, block, stage_convs="merged"):
+        super().__init__(block, shortcut=None, stage_convs=stage_convs)
 
     def construct(self, x, shortcut):
         return self.relu(self.forward_body(x) + shortcut)
@@ -313,7 +358,7 @@ class _FusedHeadMixin:
 class FusedRes2Net(_FusedHeadMixin, nn.Cell):
     """Eval-only ``Res2Net`` (Res2Net, Res2NeXt, v1b) with BN folded and merged stage convs."""
 
-    def __init__(self, net):
+    def __init__(self, net, stage_convs="merged"):
         super().__init__()
         self._copy_attrs(net)
         self.features_only = bool(net.features_only)
@@ -329,7 +374,7 @@ class FusedRes2Net(_FusedHeadMixin, nn.Cell):
         self.max_pool = StemMaxPool(_kernel(mp.kernel_size)[0], _kernel(mp.stride)[0], _max_pool_padding(mp))
         layers = []
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
-            blocks = [FusedBottle2neck(b, _fuse_shortcut(b.down_sample)) for b in layer.cells()]
+            blocks = [FusedBottle2neck(b, _fuse_shortcut(b.down_sample), stage_convs) for b in layer.cells()]
             layers.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self._copy_head(net)
@@ -385,7 +430,7 @@ class FusedDlaRoot(nn.Cell):
 
 
 class FusedDlaTree(nn.Cell):
-    def __init__(self, tree):
+    def __init__(self, tree, stage_convs="merged"):
         super().__init__()
         self.levels = int(tree.levels)
         self.level_root = bool(tree.level_root)
@@ -397,14 +442,14 @@ class FusedDlaTree(nn.Cell):
         self.project = None
         self.root = None
         if self.levels == 1:
-            self.tree1 = FusedDlaBottle2neck(tree.tree1)
-            self.tree2 = FusedDlaBottle2neck(tree.tree2)
+            self.tree1 = FusedDlaBottle2neck(tree.tree1, stage_convs)
+            self.tree2 = FusedDlaBottle2neck(tree.tree2, stage_convs)
             if tree.project is not None:
                 self.project = _fuse_shortcut(tree.project)
             self.root = FusedDlaRoot(tree.root)
         else:
-            self.tree1 = FusedDlaTree(tree.tree1)
-            self.tree2 = FusedDlaTree(tree.tree2)
+            self.tree1 = FusedDlaTree(tree.tree1, stage_convs)
+            self.tree2 = FusedDlaTree(tree.tree2, stage_convs)
 
     def construct(self, x, children=()):
         bottom = x if self.down_sample is None else self.down_sample(x)
@@ -422,7 +467,7 @@ class FusedDlaTree(nn.Cell):
 class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
     """Eval-only ``Res2NetDLA`` with BN folded and merged stage convs."""
 
-    def __init__(self, net):
+    def __init__(self, net, stage_convs="merged"):
         super().__init__()
         self._copy_attrs(net)
         self.features_only = bool(net.features_only)
@@ -430,10 +475,10 @@ class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
         self.base_layer = nn.SequentialCell(_fuse_conv_sequence(net.base_layer))
         self.level0 = nn.SequentialCell(_fuse_conv_sequence(net.level0))
         self.level1 = nn.SequentialCell(_fuse_conv_sequence(net.level1))
-        self.level2 = FusedDlaTree(net.level2)
-        self.level3 = FusedDlaTree(net.level3)
-        self.level4 = FusedDlaTree(net.level4)
-        self.level5 = FusedDlaTree(net.level5)
+        self.level2 = FusedDlaTree(net.level2, stage_convs)
+        self.level3 = FusedDlaTree(net.level3, stage_convs)
+        self.level4 = FusedDlaTree(net.level4, stage_convs)
+        self.level5 = FusedDlaTree(net.level5, stage_convs)
         self._copy_head(net)
 
     def forward_features(self, x):
@@ -460,7 +505,7 @@ class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
         return self.forward_head(self.forward_features(x))
 
 
-def optimize_for_inference(net):
+def optimize_for_inference(net, stage_convs="merged"):
     """An eval-only copy of ``net`` (a Res2Net / Res2NeXt / v1b / DLA model from ``create_model``)
     with BatchNorm folded into the convolutions and each stage block's 3x3 convolutions (and its
     avg-pool) merged into one grouped convolution. ``net`` itself is not changed.
@@ -472,9 +517,9 @@ def optimize_for_inference(net):
     if isinstance(net, (FusedRes2Net, FusedRes2NetDLA)):
         return net
     if isinstance(net, Res2Net):
-        fused = FusedRes2Net(net)
+        fused = FusedRes2Net(net, stage_convs)
     elif isinstance(net, Res2NetDLA):
-        fused = FusedRes2NetDLA(net)
+        fused = FusedRes2NetDLA(net, stage_convs)
     else:
         raise TypeError(f"optimize_for_inference: expected a Res2Net or Res2NetDLA model from create_model, "
                         f"got {type(net).__name__}")

@@ -228,18 +228,30 @@ def test_compare_mindcv_reports_a_ratio(tmp_path):
         assert "ours_optimized/mindcv" in report["ratios"]
 
 
-def test_unavailable_reference_is_reported(tmp_path):
-    """MindCV has no Res2NeXt: the reference is listed as not available, the run succeeds."""
+def _bench_args(argv):
+    import benchmark
+    args = benchmark.build_parser().parse_args(argv)
+    args.argv = list(argv)
+    benchmark._validate(args)
+    return benchmark, args
+
+
+def test_unavailable_reference_is_reported():
+    """MindCV has no Res2NeXt: the reference is listed as not available (with the reason), and
+    timm without torchvision falls back to the torch.nn reference with a note."""
     pytest.importorskip("mindcv")
-    proc = _run(["--model", "res2next50", "--task", "infer", "--mode", "1", "--image_size", "32",
-                 "--batch_size", "1", "--steps", "1", "--warmup", "0", "--compare", "mindcv", "--json", "o.json"],
-                tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    with open(tmp_path / "o.json") as f:
-        report = json.load(f)
-    assert report["results"]["mindcv"] == {"available": False, "reason": report["results"]["mindcv"]["reason"]}
-    assert "res2next50" in report["results"]["mindcv"]["reason"]
-    assert "not available" in proc.stdout
+    benchmark, args = _bench_args(["--model", "res2next50", "--task", "infer", "--compare", "mindcv,timm,torch"])
+    notes = []
+    runners, unavailable = benchmark.make_runners(args, notes)
+    names = [r.name for r in runners]
+    assert names[0] == "ours" and "mindcv" not in names
+    assert "res2next50" in unavailable["mindcv"]
+    try:
+        import timm  # noqa: F401
+        assert "timm" in names or "timm" in unavailable
+    except Exception:  # noqa: BLE001 -- timm needs torchvision
+        assert names.count("torch") + ("torch" in unavailable) == 1 and "timm" not in names
+        assert any("timm" in n for n in notes)
 
 
 def test_data_task(tmp_path):
@@ -260,21 +272,33 @@ def test_data_task(tmp_path):
 # user errors: one line, exit status 2
 # ------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("args,words", [
-    (["--model", "res2net5"], ["unknown model", "res2net50"]),
+def test_unknown_model_exits_2_with_one_line(tmp_path):
+    proc = _run(["--model", "res2net5"], tmp_path, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: unknown model 'res2net5'"), proc.stderr
+    assert "res2net50" in lines[0]  # a suggestion
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+@pytest.mark.parametrize("argv,words", [
     (["--batch_size", "0"], ["batch_size"]),
+    (["--steps", "0"], ["steps"]),
     (["--compare", "tf"], ["--compare", "tf"]),
     (["--model", "res2net_dla60", "--image_size", "48"], ["multiple of 32"]),
     (["--amp_level", "O5"], ["amp_level"]),
+    (["--mode", "3"], ["mode"]),
+    (["--task", "data", "--compare", "mindcv"], ["--compare"]),
+    (["--task", "fit"], ["--task"]),
 ])
-def test_user_errors_exit_2_with_one_line(tmp_path, args, words):
-    proc = _run(args, tmp_path, timeout=300)
-    assert proc.returncode == 2
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+def test_user_errors(argv, words):
+    import benchmark
+
+    from mindcv_res2net.errors import UserError
+    with pytest.raises(UserError) as info:
+        benchmark.main(argv)
     for word in words:
-        assert word in lines[0]
-    assert "Traceback" not in proc.stderr + proc.stdout
+        assert word in str(info.value)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -96,7 +96,8 @@ def _tail(text, n=3000):
     return text[-n:]
 
 
-def _check_basic(out_dir, launcher, world=2):
+def _check_basic(out_dir, launcher, world=2, local_ranks=None):
+    local_ranks = list(range(world)) if local_ranks is None else local_ranks
     results = []
     for r in range(world):
         with open(out_dir / f"rank{r}.json", encoding="utf-8") as fh:
@@ -104,7 +105,7 @@ def _check_basic(out_dir, launcher, world=2):
     for r, res in enumerate(results):
         assert res["rank"] == r and res["world_size"] == world and res["launcher"] == launcher
         assert res["is_distributed"] and res["main"] == (r == 0)
-        assert res["local_rank"] == r and res["device_target"] == "CPU" and res["ms_role"] == "MS_WORKER"
+        assert res["local_rank"] == local_ranks[r] and res["device_target"] == "CPU" and res["ms_role"] == "MS_WORKER"
         # sum over ranks of [r+1, 2r, 0.5] and of [[r, 1], [10r, 3]]
         assert res["vec"] == [3.0, 2.0, 1.0] and res["vec_dtype"] == "float32"
         assert res["counts"] == [[1, 2], [10, 6]] and res["counts_dtype"] == "int64"
@@ -294,8 +295,12 @@ def test_ranks_ending_at_different_times_is_normal(tmp_path, late_rank):
     cmd = _mpirun_cmd(2, "basic", out, "--linger-rank", late_rank, "--linger-s", 15)
     rc, log, _, _ = _run(cmd, _child_env(tmp_path), timeout=240)
     assert rc == 0 and "aborting" not in log, _tail(log)
-    sched_log = next((tmp_path / "dist_logs").glob("scheduler_*.log")).read_text(errors="replace")
-    assert "scheduler exited with 0" in sched_log
+    # the scheduler outlives mpirun by a moment: it stops once the last rank has unregistered
+    sched_log = next((tmp_path / "dist_logs").glob("scheduler_*.log"))
+    deadline = time.time() + 60
+    while "scheduler exited" not in sched_log.read_text(errors="replace") and time.time() < deadline:
+        time.sleep(0.5)
+    assert "scheduler exited with 0" in sched_log.read_text(errors="replace")
 
 
 @needs_msrun
@@ -326,7 +331,7 @@ def test_two_hosts_in_network_namespaces(tmp_path):
     env = _child_env(tmp_path, PYTHON=sys.executable)
     rc, log, _, _ = _run(["bash", NETNS_SCRIPT, str(out), "basic"], env, timeout=300)
     assert rc == 0, _tail(log)
-    _check_basic(out, "mpirun")
+    _check_basic(out, "mpirun", local_ranks=[0, 0])  # one rank per "host"
     assert "scheduler 10.213.47.1:" in log  # rank 0's address on the veth, not 127.0.0.1
 
 
@@ -340,5 +345,6 @@ def test_two_hosts_link_cut_is_bounded(tmp_path):
     after_cut = end - float((out / "killed_at").read_text())
     print(f"link between the two hosts cut: every process gone {after_cut:.1f} s later")
     assert rc != 0 and after_cut < FAIL_BOUND_S, _tail(log)
-    assert "rank 0: rank 1 is unreachable" in log, _tail(log)
+    # whichever notices first: our watchdog's keep-alive or mpirun's (both ~40 s)
+    assert "rank 0: rank 1 is unreachable" in log or "lost communication with a remote daemon" in log, _tail(log)
     _assert_no_survivor(out)

@@ -70,13 +70,12 @@ def test_same_outputs_pynative_and_graph(name, built):
     ref = outputs(net, x)
     got = outputs(fused, x)
     assert rel_diff(ref[0], got[0]) < RTOL
+    # graph mode: the compiled fused network against the original's (PyNative) outputs
     ms.set_context(mode=ms.GRAPH_MODE)
     try:
         got_graph = outputs(fused, x)
-        ref_graph = outputs(net, x)
     finally:
         ms.set_context(mode=ms.PYNATIVE_MODE)
-    assert rel_diff(ref_graph[0], got_graph[0]) < RTOL
     assert rel_diff(ref[0], got_graph[0]) < RTOL
 
 
