@@ -7,12 +7,14 @@ is left untouched) that computes the same function in eval mode with fewer, larg
   ``w' = w * gamma / sqrt(var + eps)``, ``b' = beta + (b - mean) * gamma / sqrt(var + eps)``
   (computed in float64, stored in the model's dtype);
 - in a stage block (the first block of a stage) the ``scale - 1`` independent 3x3 convolutions,
-  one per chunk, become one grouped convolution (``groups = (scale - 1) * cardinality``). The last
-  chunk's ``AvgPool(3, stride, padding 1, zero padding counted)`` is a fixed 3x3 convolution
-  (weight 1/9 on its own channel), so it joins the same grouped convolution as one more group
-  block: a stage block is then ``1x1 -> grouped 3x3 (groups = scale * cardinality) -> 1x1``, with no
-  split and no concatenation at all (the pooled chunk is non-negative, so the shared ReLU leaves it
-  unchanged);
+  one per chunk, are merged. ``stage_convs="merged"`` (the default): the last chunk's
+  ``AvgPool(3, stride, padding 1, zero padding counted)`` is a fixed 3x3 convolution (1/9 on each
+  channel's own input), so it joins the same grouped convolution as one more group block; a stage
+  block is then ``1x1 -> grouped 3x3 (groups = scale * cardinality) -> 1x1`` with no split and no
+  concatenation at all (the pooled chunk is a ReLU output, so the shared ReLU leaves it unchanged).
+  ``stage_convs="grouped"``: one grouped convolution (``groups = (scale - 1) * cardinality``) over
+  the first ``scale - 1`` chunks, the avg-pool on the last, one split and one concatenation.
+  ``stage_convs="separate"``: one convolution per chunk, as the original;
 - the other blocks keep their hierarchical 3x3 chain (each conv needs the previous one's output),
   with one split and one concatenation;
 - ReLU follows each convolution directly (MindSpore 2.8 has no public fused conv + ReLU primitive
@@ -158,10 +160,8 @@ def _stage_grouped_weights(block, with_pool=True):
 
 
 class FusedBottle2neck(nn.Cell):
-    """Eval-only Res2Net bottleneck with BN folded; see the module docstring.
-
-    Built from a trained ``Bottle2neck`` (or DLA's ``DlaBottle2neck``) by ``from_block``.
-    """
+    """Eval-only Res2Net bottleneck with BN folded, built from a trained ``Bottle2neck`` (or DLA's
+    ``DlaBottle2neck``) and its fused shortcut; ``stage_convs``: see the module docstring."""
 
     def __init__(self, block, shortcut=None, stage_convs="merged"):
         super().__init__()
@@ -509,6 +509,9 @@ def optimize_for_inference(net, stage_convs="merged"):
     """An eval-only copy of ``net`` (a Res2Net / Res2NeXt / v1b / DLA model from ``create_model``)
     with BatchNorm folded into the convolutions and each stage block's 3x3 convolutions (and its
     avg-pool) merged into one grouped convolution. ``net`` itself is not changed.
+
+    ``stage_convs``: ``"merged"`` (default), ``"grouped"`` or ``"separate"`` (see the module
+    docstring); all three compute the same function.
 
     The result computes the same outputs as ``net`` in eval mode (float32: within ~1e-6 relative),
     in graph and PyNative mode, and exports with ``mindspore.export`` to MINDIR and ONNX.

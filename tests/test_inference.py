@@ -100,6 +100,20 @@ def test_variants(name, kwargs, size):
         assert getattr(fused, attr) == getattr(net, attr)
 
 
+@pytest.mark.parametrize("mode", ["grouped", "separate"])
+def test_stage_conv_modes(mode, built):
+    net, _ = built("res2next50")  # cardinality 8: the grouping of the merged conv matters
+    fused = optimize_for_inference(net, stage_convs=mode)
+    x = ms.Tensor(np.random.default_rng(5).standard_normal((1, 3, 40, 40)).astype(np.float32))
+    assert rel_diff(outputs(net, x)[0], outputs(fused, x)[0]) < RTOL
+    stage = [c for _, c in fused.cells_and_names() if isinstance(c, FusedBottle2neck) and c.is_stage]
+    assert all(b.stage_mode == mode for b in stage)
+    if mode == "grouped":
+        assert all(b.grouped.conv.group == 3 * 8 for b in stage)
+    with pytest.raises(ValueError):
+        optimize_for_inference(net, stage_convs="fastest")
+
+
 def test_structure_and_original_untouched(built):
     net, fused = built("res2next50")
     before = {p.name: p.asnumpy().copy() for p in net.get_parameters()}
