@@ -84,16 +84,21 @@ def test_onnx_onnxruntime(name, models, tmp_path):
     assert rel_diff(ref, got) < RTOL
 
 
-def test_failed_export_leaves_nothing(tmp_path):
-    class Broken(nn.Cell):
-        def construct(self, x):
-            return ms.ops.matmul(x, x)  # 4-D x 4-D of these shapes cannot be traced
+def test_failed_export_leaves_nothing_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.mindir"
+    target.write_bytes(b"previous export")
 
-    target = tmp_path / "broken.mindir"
-    with pytest.raises(Exception):
-        export_script.export_network(Broken(), (ms.Tensor(np.ones((1, 3, 4, 5), np.float32)),), str(target),
+    def failing_export(net, *inputs, file_name, file_format, **kwargs):
+        with open(file_name + ".mindir", "wb") as fh:  # a partial file, then the failure
+            fh.write(b"partial")
+        raise RuntimeError("simulated failure in the middle of the export")
+
+    monkeypatch.setattr(ms, "export", failing_export)
+    with pytest.raises(RuntimeError, match="simulated"):
+        export_script.export_network(nn.ReLU(), (ms.Tensor(np.ones((1, 3, 4, 4), np.float32)),), str(target),
                                      "MINDIR")
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ["model.mindir"]
+    assert target.read_bytes() == b"previous export"
 
 
 def test_output_path():

@@ -16,7 +16,9 @@ PY=${PYTHON:-python3}
 tag="mcr2$$"
 NSA="${tag}a"; NSB="${tag}b"; VA="${tag}va"; VB="${tag}vb"
 A=10.213.47.1; B=10.213.47.2
+cutter=""
 cleanup() {
+  [ -n "$cutter" ] && kill "$cutter" 2>/dev/null || true
   ip netns pids "$NSA" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns pids "$NSB" 2>/dev/null | xargs -r kill -9 2>/dev/null || true
   ip netns del "$NSA" 2>/dev/null || true
@@ -38,16 +40,24 @@ if [ "${CUT_LINK:-0}" = "1" ]; then
     for _ in $(seq 1 1200); do [ -e "$OUT/alive_rank1" ] && break; sleep 0.2; done
     sleep 1
     ip -n "$NSB" link set "$VB" down
-    python3 -c 'import time; print(repr(time.time()))' > "$OUT/killed_at"
+    python3 -c 'import time; print(repr(time.time()))' > "$OUT/killed_at.tmp"
+    mv "$OUT/killed_at.tmp" "$OUT/killed_at"
     echo "netns_two_hosts.sh: link to $B cut" >&2
   ) &
+  cutter=$!
 fi
 root=""
 [ "$(id -u)" -eq 0 ] && root="--allow-run-as-root"
+# in the background + wait, so that a TERM runs the clean-up at once (mpirun may hang when a
+# host is unreachable)
 # shellcheck disable=SC2086
 ip netns exec "$NSA" unshare --uts sh -c "hostname $NSA; exec mpirun $root -n 2 --hostfile '$OUT/hostfile' \
   --mca plm_rsh_agent '$HERE/netns_rsh.sh' --mca btl self,tcp --mca oob_tcp_if_include $A/24 \
   --mca btl_tcp_if_include $A/24 --bind-to none \
   --mca oob_tcp_keepalive_time 10 --mca oob_tcp_keepalive_intvl 5 --mca oob_tcp_keepalive_probes 6 \
   -x PATH -x PYTHONPATH -x GLOG_v -x MINDCV_RES2NET_DIST_LOG_DIR -x NETNS_MAP \
-  '$PY' '$HERE/dist_check.py' $MODE '$OUT' $*"
+  '$PY' '$HERE/dist_check.py' $MODE '$OUT' $*" &
+launcher=$!
+status=0
+wait "$launcher" || status=$?
+exit "$status"
