@@ -67,7 +67,6 @@ __all__ = [
 ]
 
 LAUNCHERS = ("none", "mpirun", "msrun", "rank_table")
-DEVICE_TARGETS = ("CPU", "GPU", "Ascend")
 WATCHDOG_EXIT_CODE = 1
 _PREFIX = "[mindcv_res2net.distributed]"
 
@@ -240,7 +239,8 @@ def init_distributed(distribute="auto", device_target=None, *, log_dir=None):
         info = _init_msrun(target)
     else:
         info = _init_rank_table(target)
-    _set_data_parallel(info.world_size)
+    if info.is_distributed:
+        _set_data_parallel(info.world_size)
     _STATE.update(info=info, initialized=True)
     return info
 
@@ -430,6 +430,24 @@ def _route_source_ip(dest_host):
             return probe.getsockname()[0]
     except OSError:
         return None
+
+
+def _is_listening(port):
+    """Whether a local socket listens on ``port``, read from /proc/net/tcp without connecting
+    (a probe connection would leave a warning in the scheduler's log); None if unknown."""
+    known = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as fh:
+                known = True
+                next(fh, None)
+                for line in fh:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        return True
+        except OSError:
+            continue
+    return False if known else None
 
 
 def _free_port(host):
@@ -681,9 +699,10 @@ class _MpiBridge:
             tempfile.gettempdir(), "mindcv_res2net_dist")
         os.makedirs(log_dir, exist_ok=True)
         self.sched_log = os.path.join(log_dir, f"scheduler_{socket.gethostname()}_{port}.log")
-        env = dict(os.environ)
-        for key in ("MS_NODE_ID", "MS_WORKER_IP"):
-            env.pop(key, None)
+        # the scheduler is not an MPI process: without OpenMPI's variables MindSpore does not
+        # mix its dynamic cluster with OpenMPI settings
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("OMPI_", "PMIX_", "OPAL_", "ORTE_")) and k not in ("MS_NODE_ID", "MS_WORKER_IP")}
         env.update(MS_ROLE="MS_SCHED", MS_WORKER_NUM=str(size), MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
                    MINDCV_RES2NET_SCHED_PARENT=str(os.getpid()))
         env.setdefault("GLOG_v", "2")
@@ -696,11 +715,15 @@ class _MpiBridge:
             if self.sched_proc.poll() is not None:
                 raise DistributedError(f"MindSpore scheduler exited with {self.sched_proc.returncode} before "
                                        f"listening on {host}:{port}; see {self.sched_log}")
-            try:
-                socket.create_connection((host, port), timeout=1).close()
+            listening = _is_listening(port)
+            if listening is None:  # no /proc/net/tcp: ask the port itself
+                try:
+                    socket.create_connection((host, port), timeout=1).close()
+                    listening = True
+                except OSError:
+                    listening = False
+            if listening:
                 return
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 self._kill_scheduler()
                 raise DistributedError(f"MindSpore scheduler did not listen on {host}:{port} within "

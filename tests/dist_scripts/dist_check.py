@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 T0 = time.monotonic()
 import mindspore as ms  # noqa: E402
-from mindspore import nn, ops  # noqa: E402
+from mindspore import nn  # noqa: E402
 
 from mindcv_res2net import distributed as dist  # noqa: E402
 
