@@ -41,6 +41,29 @@ class DropPath(nn.Cell):
         return x * mask
 
 
+class MultiScaleBlock(nn.Cell):
+    """The Res2Net multi-scale core shared by Bottle2neck and DLA's bottleneck.
+
+    Subclasses set ``width``, ``scale``, ``num_convs``, ``is_stage``, ``convs``, ``bns``, ``pool``
+    and ``relu``. In a stage block each 3x3 conv takes its own chunk and the last chunk is pooled;
+    otherwise chunk i is added to the previous output first and the last chunk passes through.
+    """
+
+    def multi_scale(self, out):
+        chunks = ops.split(out, self.width, axis=1)
+        outputs = []
+        sp = chunks[0]
+        for i in range(self.num_convs):
+            if i > 0:
+                sp = chunks[i] if self.is_stage else sp + chunks[i]
+            sp = self.relu(self.bns[i](self.convs[i](sp)))
+            outputs.append(sp)
+        if self.scale > 1:
+            last = chunks[self.num_convs]
+            outputs.append(self.pool(last) if self.is_stage else last)
+        return ops.cat(outputs, 1)
+
+
 POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "")
 
 
@@ -121,5 +144,5 @@ def count_params(net, trainable_only=True):
     return int(sum(math.prod(p.shape) for p in params))
 
 
-__all__ = ["conv2d", "batch_norm", "DropPath", "SelectAdaptivePool2d", "build_head", "stochastic_depth_rates",
+__all__ = ["conv2d", "batch_norm", "DropPath", "MultiScaleBlock", "SelectAdaptivePool2d", "build_head", "stochastic_depth_rates",
            "init_weights", "count_params", "POOL_TYPES", "ms"]

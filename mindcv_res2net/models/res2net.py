@@ -14,9 +14,9 @@ logits; parameter names are MindCV's, so MindCV checkpoints load unchanged:
 """
 import math
 
-from mindspore import nn, ops
+from mindspore import nn
 
-from .layers import (DropPath, batch_norm, build_head, conv2d, init_weights,
+from .layers import (DropPath, MultiScaleBlock, batch_norm, build_head, conv2d, init_weights,
                      stochastic_depth_rates)
 from .registry import register_alias, register_model
 
@@ -50,7 +50,7 @@ default_cfgs = {
 }
 
 
-class Bottle2neck(nn.Cell):
+class Bottle2neck(MultiScaleBlock):
     """The Res2Net bottleneck: hierarchical residual-like connections inside one block."""
 
     expansion = 4
@@ -83,19 +83,7 @@ class Bottle2neck(nn.Cell):
     def construct(self, x):
         shortcut = x
         out = self.relu(self.bn1(self.conv1(x)))
-        chunks = ops.split(out, self.width, axis=1)
-        outputs = []
-        sp = chunks[0]
-        for i in range(self.num_convs):
-            if i > 0:
-                sp = chunks[i] if self.is_stage else sp + chunks[i]
-            sp = self.relu(self.bns[i](self.convs[i](sp)))
-            outputs.append(sp)
-        if self.scale > 1:
-            last = chunks[self.num_convs]
-            outputs.append(self.pool(last) if self.is_stage else last)
-        out = ops.cat(outputs, 1)
-        out = self.bn3(self.conv3(out))
+        out = self.bn3(self.conv3(self.multi_scale(out)))
         if self.down_sample is not None:
             shortcut = self.down_sample(x)
         return self.relu(self.drop_path(out) + shortcut)

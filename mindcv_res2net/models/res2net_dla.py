@@ -10,7 +10,7 @@ import math
 
 from mindspore import nn, ops
 
-from .layers import DropPath, batch_norm, build_head, conv2d, init_weights, stochastic_depth_rates
+from .layers import DropPath, MultiScaleBlock, batch_norm, build_head, conv2d, init_weights, stochastic_depth_rates
 from .registry import register_model
 from .res2net import _cfg
 
@@ -20,7 +20,7 @@ default_cfgs = {
 }
 
 
-class DlaBottle2neck(nn.Cell):
+class DlaBottle2neck(MultiScaleBlock):
     """Res2Net bottleneck as used in DLA: expansion 2; a stage block exactly when stride > 1."""
 
     expansion = 2
@@ -49,18 +49,7 @@ class DlaBottle2neck(nn.Cell):
 
     def construct(self, x, shortcut):
         out = self.relu(self.bn1(self.conv1(x)))
-        chunks = ops.split(out, self.width, axis=1)
-        outputs = []
-        sp = chunks[0]
-        for i in range(self.num_convs):
-            if i > 0:
-                sp = chunks[i] if self.is_stage else sp + chunks[i]
-            sp = self.relu(self.bns[i](self.convs[i](sp)))
-            outputs.append(sp)
-        if self.scale > 1:
-            last = chunks[self.num_convs]
-            outputs.append(self.pool(last) if self.is_stage else last)
-        out = self.bn3(self.conv3(ops.cat(outputs, 1)))
+        out = self.bn3(self.conv3(self.multi_scale(out)))
         return self.relu(self.drop_path(out) + shortcut)
 
 
