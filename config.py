@@ -228,6 +228,8 @@ _KEYS = [
        nullable=True, check=_between(0, 1, hi_open=True)),
     _k("drop_path_rate", "float", 0.0, "model", "stochastic-depth rate",
        nullable=True, check=_between(0, 1, hi_open=True)),
+    _k("zero_init_last", "bool", False, "model",
+       "start every residual block as the identity (last BN gamma of each block = 0)"),
     _k("keep_checkpoint_max", "int", 10, "model", "checkpoints kept", check=_ge(1)),
     _k("ckpt_save_dir", "str", "./ckpt", "model", "checkpoint and log directory"),
     _k("ckpt_save_interval", "int", 1, "model", "epochs between checkpoints", check=_ge(1)),

@@ -1009,6 +1009,33 @@ def broadcast_parameters(net, root=0):
             param.set_data(ms.Tensor(chunk))
 
 
+def average_batch_norm_statistics(net):
+    """Replace every rank's BatchNorm moving statistics by their mean over all ranks.
+
+    In data-parallel training each rank's BatchNorm keeps statistics of its own shard, so the ranks
+    hold slightly different models for evaluation. Averaging them at the end of every epoch (before
+    validation and checkpointing) makes every rank evaluate the one model that rank 0 saves: the
+    distributed validation figures then equal validate.py on that checkpoint. Training itself uses
+    batch statistics and is unaffected. No-op when not distributed.
+    """
+    info = _STATE["info"]
+    if not info.is_distributed:
+        return 0
+    import mindspore as ms  # pylint: disable=import-outside-toplevel
+    from mindspore import ops  # pylint: disable=import-outside-toplevel
+    stats = [p for p in net.get_parameters() if p.name.endswith(("moving_mean", "moving_variance"))]
+    if not stats:
+        return 0
+    values = [p.asnumpy().astype(np.float32).reshape(-1) for p in stats]
+    mean = all_reduce_sum(np.concatenate(values)) / np.float32(info.world_size)
+    offset = 0
+    for param, value in zip(stats, values):
+        chunk = mean[offset:offset + value.size].reshape(param.shape).astype(ms.dtype_to_nptype(param.dtype))
+        offset += value.size
+        ops.assign(param, ms.Tensor(chunk))  # not set_data: a compiled graph keeps using the old storage
+    return len(stats)
+
+
 def parameters_divergence(net):
     """Largest |value - mean over ranks| of any parameter on any rank (0.0 means identical)."""
     info = _STATE["info"]

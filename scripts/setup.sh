@@ -31,4 +31,7 @@ echo "== pip install (mindspore==2.8.0 and the test tools; a few minutes the fir
 "$VENV/bin/python" -m pip install -q -e ".[test]"
 # PyTorch is only the reference the conversion tests compare against (CPU build).
 "$VENV/bin/python" -m pip install -q "torch==2.13.0" || echo "warning: torch not installed; the PyTorch comparison tests will be skipped"
+# MindCV, only as the reference that the MindCV-checkpoint and benchmark comparisons use. Its
+# pinned dependencies would replace our MindSpore, so it is installed without them.
+"$VENV/bin/python" -m pip install -q --no-deps "mindcv==0.3.0" || echo "warning: mindcv not installed; the MindCV comparison tests will be skipped"
 "$VENV/bin/python" -c "import mindspore, sys; print('mindspore', mindspore.__version__, 'python', sys.version.split()[0])"

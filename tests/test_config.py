@@ -377,14 +377,16 @@ def test_152_recipes_differ_from_101_only_in_model():
 
 
 def test_fashion_mnist_demo():
+    """The demo recipe: a zoo Res2Net on the 28 px grey images, CPU, launchable by mpirun / msrun,
+    a schedule that ends exactly at the last epoch, and validation at the end."""
+    from mindcv_res2net import list_models
     a = config.parse_args(["-c", os.path.join(RECIPE_DIR, "res2net_fashion_mnist_cpu.yaml")])
-    assert (a.model, a.dataset, a.data_dir, a.num_classes, a.in_channels, a.image_resize,
-            a.batch_size, a.epoch_size) == \
-        ("res2net50", "fashion_mnist", "./data/fashion_mnist", 10, 3, 32, 64, 3)
-    assert (a.opt, a.momentum, a.scheduler, a.warmup_epochs, a.amp_level, a.mode) == \
-        ("momentum", 0.9, "cosine_decay", 1, "O0", 0)
-    assert a.mean == pytest.approx([0.286 * 255] * 3) and a.std == pytest.approx([0.353 * 255] * 3)
-    assert a.scale == [0.6, 1.0] and a.distribute is False and a.device_target == "CPU"
+    assert a.model in list_models() and (a.dataset, a.num_classes, a.in_channels) == ("fashion_mnist", 10, 3)
+    assert (a.image_resize, a.crop_pct, a.device_target, a.amp_level) == (28, 1.0, "CPU", "O0")
+    assert a.distribute == "auto"  # mpirun / msrun runs of the demo need no extra flag
+    assert a.warmup_epochs + a.decay_epochs == a.epoch_size
+    assert a.epoch_size % a.val_interval == 0 and a.val_while_train
+    assert a.zero_init_last  # a stable start for a 50-layer net trained from scratch in minutes
 
 
 def test_old_mindcv_v1b_recipe_runs_unchanged(tmp_path):

@@ -276,3 +276,39 @@ def test_cli_user_errors(setup, args, message):
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and message in lines[0], proc.stderr[-3000:]
+
+
+def test_predict_top1_equals_validate_top1(setup, tmp_path):
+    """predict.py and validate.py preprocess and classify alike: images filed under predict.py's own
+    top-1 class (and every 4th under another class) give validate.py a top-1 of exactly 9 / 12."""
+    _net, ckpt, _images = setup
+    rng = np.random.default_rng(11)
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(12):
+        Image.fromarray(rgb(rng, 36 + 3 * i, 60 - 2 * i)).save(flat / f"img{i:02d}.png")
+    out = tmp_path / "preds.json"
+    assert predict_script.main(["--model", "res2net50", "--ckpt_path", ckpt, str(flat), "--image_size", "32",
+                                "--crop_pct", "0.875", "--mode", "1", "--json", str(out)]) == 0
+    preds = {os.path.basename(r["file"]): r["predictions"][0]["index"]
+             for r in json.loads(out.read_text())["predictions"]}
+    assert len(preds) == 12
+    classes = [f"class_{c:02d}" for c in range(10)]
+    (tmp_path / "classes.txt").write_text("\n".join(classes) + "\n")
+    for i, (name, pred) in enumerate(sorted(preds.items())):
+        label = pred if i % 4 else (pred + 1) % 10
+        folder = tmp_path / "data" / "val" / classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        (flat / name).rename(folder / name)
+    result = tmp_path / "val.json"
+    env = dict(os.environ, PYTHONPATH=ROOT, GLOG_v="3")
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "validate.py"), "--model", "res2net50", "--ckpt_path", ckpt,
+         "--num_classes", "10", "--data_dir", str(tmp_path / "data"), "--class_list", str(tmp_path / "classes.txt"),
+         "--image_resize", "32", "--crop_pct", "0.875", "--interpolation", "bilinear", "--batch_size", "5",
+         "--num_parallel_workers", "1", "--mode", "1", "--device_target", "CPU", "--json", str(result)],
+        capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    metrics = json.loads(result.read_text())
+    assert metrics["num_samples"] == 12
+    assert metrics["top1"] == pytest.approx(9 / 12, abs=1e-12)

@@ -14,6 +14,7 @@ import mindspore as ms
 import numpy as np
 
 from ..checkpoint import load_model_weights, read_checkpoint, read_checkpoint_meta
+from ..distributed import average_batch_norm_statistics, broadcast_parameters, parameters_divergence
 from ..errors import UserError
 from ..models import create_model
 from . import data_setup
@@ -80,11 +81,14 @@ def train(args):
 
     # ------------------------------------------------------------------ model and optimizer
     net = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes,
-                       in_channels=args.in_channels, drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate)
+                       in_channels=args.in_channels, drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
+                       zero_init_last=args.zero_init_last)
     if args.ckpt_path:
         report = load_model_weights(net, args.ckpt_path, strict=True, num_classes=num_classes,
                                     in_channels=args.in_channels)
         logger.info("fine-tuning from %s", report.summary() if hasattr(report, "summary") else args.ckpt_path)
+    if world > 1:
+        broadcast_parameters(net)  # identical starting weights on every rank, whatever the initialisers
     if getattr(args, "sync_bn", False):
         data_setup.convert_sync_bn(net, args, logger)
     accumulation = int(args.gradient_accumulation_steps)
@@ -170,6 +174,11 @@ def train(args):
         if skipped:
             logger.warning("epoch %d: %d unreadable image(s) skipped (see the warnings above)", epoch + 1, skipped)
 
+        # one model on every rank for validation and the checkpoint: BN statistics averaged over ranks
+        average_batch_norm_statistics(net)
+        if world > 1:
+            logger.info("epoch %d: largest weight difference between ranks %.3g", epoch + 1,
+                        parameters_divergence(net))
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1,
                                                                                     len(lr) - 1)]),
                "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
