@@ -72,7 +72,9 @@ def _validate_single(data, ckpt, tmp_path):
 def _check_run(data, save, tmp_path, out):
     logs = sorted(p.name for p in (save / "logs").glob("rank_*.log"))
     assert logs == ["rank_0.log", "rank_1.log"], out[-3000:]  # every rank writes its own log
-    assert "2 rank(s)" in (save / "logs" / "rank_0.log").read_text()  # the step log names the ranks
+    rank0_log = (save / "logs" / "rank_0.log").read_text()
+    assert "2 rank(s)" in rank0_log  # the step log names the ranks
+    assert "largest weight difference between ranks 0\n" in rank0_log  # one model on both ranks
     ckpts = sorted(p.name for p in save.glob("*.ckpt"))
     assert ckpts == ["res2net50-1_3.ckpt", "res2net50_best.ckpt"], ckpts  # 51 / 50 images per rank, batch 16
     with open(save / "metrics.csv", encoding="utf-8") as fh:

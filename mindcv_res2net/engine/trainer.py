@@ -177,8 +177,9 @@ def train(args):
         # one model on every rank for validation and the checkpoint: BN statistics averaged over ranks
         average_batch_norm_statistics(net)
         if world > 1:
-            logger.info("epoch %d: largest weight difference between ranks %.3g", epoch + 1,
-                        parameters_divergence(net))
+            divergence = parameters_divergence(net)  # 0 unless the gradient all-reduce is broken
+            (logger.warning if divergence > 0 else logger.info)(
+                "epoch %d: largest weight difference between ranks %.3g", epoch + 1, divergence)
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1,
                                                                                     len(lr) - 1)]),
                "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
