@@ -62,7 +62,7 @@ def test_train_then_validate_learns_well_above_chance(fashion_subset, tmp_path):
 
 
 def test_resume_ends_with_the_same_weights(fashion_subset, tmp_path):
-    common = ["-c", DEMO, "--data_dir", fashion_subset, "--mode", 1, "--batch_size", 32, "--num_samples", 96,
+    common = ["-c", DEMO, "--data_dir", fashion_subset, "--mode", 0, "--batch_size", 32, "--num_samples", 96,
               "--val_while_train", False, "--num_parallel_workers", 1, "--warmup_epochs", 0,
               "--decay_epochs", 3, "--epoch_size", 3]
     full, part = tmp_path / "full", tmp_path / "part"
