@@ -8,28 +8,17 @@ averaged over the ranks before validation, so both evaluate one model).
 import csv
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
 
 import pytest
 
+from test_distributed import LAUNCH_ENV_KEYS, MPIRUN, MSRUN, _mpi4py_ok  # one launcher detection for both files
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
 DEMO = os.path.join(ROOT, "configs", "res2net", "res2net_fashion_mnist_cpu.yaml")
-LAUNCH_ENV_KEYS = ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "MS_ROLE",
-                   "MS_WORKER_NUM", "MS_SCHED_HOST", "MS_SCHED_PORT", "MS_NODE_ID", "RANK_TABLE_FILE")
-MPIRUN = shutil.which("mpirun")
-MSRUN = shutil.which("msrun", path=os.path.dirname(sys.executable)) or shutil.which("msrun")
-
-
-def _has_mpi4py():
-    try:
-        import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-        return True
-    except ImportError:
-        return False
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +77,7 @@ def _check_run(data, save, tmp_path, out):
     assert abs(float(rows[0]["val_loss"]) - single["loss"]) < 1e-4 * max(1.0, single["loss"]), (rows[0], single)
 
 
-@pytest.mark.skipif(MPIRUN is None or not _has_mpi4py(), reason="needs OpenMPI's mpirun and mpi4py")
+@pytest.mark.skipif(MPIRUN is None or not _mpi4py_ok(), reason="needs OpenMPI's mpirun and mpi4py")
 def test_mpirun_two_ranks_train_then_validate_equals_single_process(subset, tmp_path):
     save = tmp_path / "ckpt"
     cmd = [MPIRUN] + (["--allow-run-as-root"] if os.geteuid() == 0 else []) + ["--oversubscribe", "-n", 2]
