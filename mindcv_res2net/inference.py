@@ -24,8 +24,8 @@ is left untouched) that computes the same function in eval mode with fewer, larg
   ``ReLU``, ``Add`` (never an in-place add), ``Split``, ``Concat``, ``Pad``, ``MaxPool`` and
   ``AvgPool`` with ``valid`` / ``same`` padding, ``ReduceMean`` / ``ReduceMax`` and ``MatMul``.
   ``nn.MaxPool2d`` / ``nn.AvgPool2d`` with ``pad_mode='pad'`` lower to 3-D pooling primitives the
-  exporter does not support, so the stem max-pool is ``Pad`` (zeros: its input is a ReLU output)
-  + ``MaxPool(valid)`` and the v1b shortcut's ``AvgPool(2, 2, ceil_mode, padding not counted)`` is
+  exporter does not support, so the stem max-pool is zero padding (concatenated zeros: its input is
+  a ReLU output) + ``MaxPool(valid)`` and the v1b shortcut's ``AvgPool(2, 2, ceil_mode, padding not counted)`` is
   ``AvgPool(2, 2, 'same')`` (SAME padding at the bottom/right, not counted in the average).
 
 Speed (res2net50, 224 px, batch 8, CPU, MindSpore 2.8, 2 shared cores): graph-mode throughput is
@@ -118,19 +118,26 @@ def _dtype(conv):
 
 
 class StemMaxPool(nn.Cell):
-    """``MaxPool(3, 2, padding 1)`` of a non-negative input: zero ``Pad`` + ``MaxPool(valid)``.
+    """``MaxPool(3, 2, padding 1)`` of a non-negative input: zero padding + ``MaxPool(valid)``.
 
     (Exact only because the input is a ReLU output: a zero in the padding never wins the max.)
+    The zeros are concatenated around the input: on CPU this takes 22 ms at res2net50's stem
+    (batch 8, 224 px) against 154 ms for ``ops.Pad`` + MaxPool and 68 ms for ``nn.MaxPool2d``
+    with ``pad_mode='pad'`` (a 3-D max-pool with argmax).
     """
 
     def __init__(self, kernel_size=3, stride=2, padding=1):
         super().__init__()
-        self.pad = ops.Pad(((0, 0), (0, 0), (padding, padding), (padding, padding))) if padding else None
+        self.padding = int(padding)
         self.pool = ops.MaxPool(kernel_size=kernel_size, strides=stride, pad_mode="VALID")
 
     def construct(self, x):
-        if self.pad is not None:
-            x = self.pad(x)
+        if self.padding:
+            b, c, h, w = x.shape
+            rows = ops.zeros((b, c, self.padding, w), x.dtype)
+            x = ops.cat((rows, x, rows), 2)
+            cols = ops.zeros((b, c, h + 2 * self.padding, self.padding), x.dtype)
+            x = ops.cat((cols, x, cols), 3)
         return self.pool(x)
 
 

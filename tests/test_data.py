@@ -215,7 +215,8 @@ def test_eval_geometry_and_grey_to_rgb(tmp_path):
 
 def test_train_transform_runs_with_policies(tmp_path):
     _distinct_tree(str(tmp_path), 4)
-    for policy in ("randaug-m9-mstd0.5-inc1", "randaug-m7-mstd0.5", "autoaug", "trivialaugwide", "3a", None):
+    for policy in ("randaug-m9-mstd0.5-inc1", "randaug-m7-mstd0.5", "autoaug", "trivialaugwide", "3a",
+                   "augmix-m3-w3-d-1", "augmix-m5-w2-d2-b1", None):
         ds = create_dataset("imagenet", root=str(tmp_path), split="train", shuffle=True, seed=0)
         t = create_transforms("imagenet", image_resize=24, is_training=True, auto_augment=policy,
                               color_jitter=0.4, re_prob=1.0, re_value="random", vflip=0.5)
@@ -225,7 +226,9 @@ def test_train_transform_runs_with_policies(tmp_path):
             assert images.shape == (2, 3, 24, 24) and images.dtype == np.float32
             assert labels.dtype == np.int32 and np.isfinite(images).all()
     with pytest.raises(UserError, match="auto_augment"):
-        create_transforms("imagenet", is_training=True, auto_augment="augmix-m5")
+        create_transforms("imagenet", is_training=True, auto_augment="augmix-m5-z2")
+    with pytest.raises(UserError, match="auto_augment"):
+        create_transforms("imagenet", is_training=True, auto_augment="autoaugmix")
     with pytest.raises(UserError, match="interpolation"):
         create_transforms("imagenet", interpolation="fancy")
 
@@ -435,3 +438,76 @@ def test_randaugment_ops_all_magnitudes_and_seeded():
     assert all(np.array_equal(a, ra(np.asarray(img))) for a in first)
     with pytest.raises(UserError, match="mzz"):
         parse_randaug("randaug-mzz")
+
+
+def test_augmix_policy_parsing():
+    from mindcv_res2net.data.augmix import parse_augmix
+
+    cfg = parse_augmix("augmix-m5-w4-d2-a0.5-mstd0.5-b1")
+    assert (cfg["magnitude"], cfg["width"], cfg["depth"], cfg["alpha"], cfg["mstd"], cfg["blended"]) == \
+        (5.0, 4, 2, 0.5, 0.5, True)
+    cfg = parse_augmix("augmix-m3-w3-d-1")  # timm's spelling of the random depth
+    assert (cfg["depth"], cfg["mstd"], cfg["blended"]) == (-1, float("inf"), False)
+    assert parse_augmix("augmix")["width"] == 3
+    for bad in ("augmix-w0", "augmix-a0", "augmix-q3", "augmix-mx"):
+        with pytest.raises(UserError):
+            parse_augmix(bad)
+
+
+def test_sequential_blend_weights_give_the_mixture_coefficients():
+    from mindcv_res2net.data.augmix import sequential_blend_weights
+
+    rng = np.random.default_rng(0)
+    for k in (1, 2, 3, 5):
+        coeffs = rng.dirichlet([1.0] * k) * rng.uniform(0, 1)
+        alphas = sequential_blend_weights(list(coeffs))
+        # run the blends symbolically: the coefficient vector of (image, y_1 .. y_k)
+        vec = np.zeros(k + 1)
+        vec[0] = 1.0
+        for i, a in enumerate(alphas):
+            vec *= 1.0 - a
+            vec[i + 1] += a
+        np.testing.assert_allclose(vec[1:], coeffs, rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(vec[0], 1.0 - coeffs.sum(), atol=1e-12)
+
+
+def _brighten_by_40(img, m, ctx):
+    return img.point(lambda v: min(255, v + 40))
+
+
+def test_augmix_mixes_chains_and_blends_with_the_original(monkeypatch):
+    """With one op that adds 40 to every pixel, every chain of depth 1 is image + 40, so the
+    output is image + 40 * m with m ~ Beta(alpha, alpha): constant over the image, mean 20."""
+    import mindcv_res2net.data.augmix as augmix
+
+    monkeypatch.setitem(augmix._OPS, "Add40", _brighten_by_40)
+    img = np.random.default_rng(1).integers(0, 200, (12, 10, 3), dtype=np.uint8)  # no clipping at 255
+    shifts = []
+    for blended in (0, 1):
+        op = augmix.AugMix(f"augmix-m3-w3-d1-b{blended}", seed=3)
+        op.ops = ["Add40"]
+        for _ in range(200):
+            delta = op(img).astype(int) - img
+            assert delta.max() - delta.min() <= 2 and 0 <= delta.min() and delta.max() <= 40
+            shifts.append(delta.mean())
+    shifts = np.array(shifts)
+    assert 17 < shifts[:200].mean() < 23 and 17 < shifts[200:].mean() < 23  # E[40 m] = 20 for Beta(1, 1)
+    assert shifts.std() > 8  # m is drawn per image (uniform: std 40 / sqrt(12) = 11.5)
+
+
+def test_augmix_blended_equals_mixed_up_to_rounding():
+    """The same random draws, mixed at once or blended in turn, give the same image within the
+    uint8 rounding of the blends (up to 1 per blend, 3 chains)."""
+    from mindcv_res2net.data.augmix import AugMix
+
+    img = np.random.default_rng(2).integers(0, 256, (24, 20, 3), dtype=np.uint8)
+    mixed, blended = AugMix("augmix-m5-w3-d2", seed=11), AugMix("augmix-m5-w3-d2-b1", seed=11)
+    differences = []
+    for _ in range(20):
+        a, b = mixed(img).astype(int), blended(img).astype(int)
+        differences.append(np.abs(a - b).max())
+    assert max(differences) <= 4
+    assert any(not np.array_equal(mixed(img), img) for _ in range(5))  # it does change images
+    again = AugMix("augmix-m5-w3-d2", seed=11)
+    first = AugMix("augmix-m5-w3-d2", seed=11)
+    assert all(np.array_equal(first(img), again(img)) for _ in range(5))  # seeded

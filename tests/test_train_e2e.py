@@ -47,6 +47,10 @@ def test_train_then_validate_learns_well_above_chance(fashion_subset, tmp_path):
     with open(save / "metrics.csv", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 3  # one row per epoch
+    # the loader's own speed beside the training speed: which of the two limits the run
+    assert all(float(r["loader_img_per_s"]) > 0 and 0 <= float(r["data_wait_pct"]) <= 100 for r in rows)
+    log = (save / "logs/rank_0.log").read_text()
+    assert "data pipeline alone:" in log and "loader alone" in log
 
     result = tmp_path / "val.json"
     proc = run("validate.py", "--model", "res2net50", "--dataset", "fashion_mnist", "--data_dir", fashion_subset,

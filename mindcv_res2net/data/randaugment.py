@@ -154,19 +154,14 @@ def parse_randaug(policy):
     return cfg
 
 
-class RandAugment:
-    """Python op: HxWx3 uint8 -> HxWx3 uint8. ``set_seed`` reseeds (per rank)."""
+class SeededPythonOp:
+    """Seeding, resampling filters and magnitude noise shared by RandAugment and AugMix.
 
-    def __init__(self, policy="randaug-m9-mstd0.5-inc1", fill=(124, 116, 104), interpolation="bilinear",
-                 seed=None):
-        cfg = parse_randaug(policy)
-        self.policy = policy
-        self.magnitude = cfg["magnitude"]
-        self.num_ops = cfg["num_ops"]
-        self.mstd = cfg["mstd"]
-        self.mmax = cfg["mmax"]
-        self.prob = cfg["prob"]
-        self.ops = RAND_OPS_INCREASING if cfg["increasing"] else RAND_OPS
+    ``set_seed(seed)`` reseeds; a worker process (which starts with a copy of the parent's state)
+    switches to its own stream, derived from the seed and its pid, on its first call.
+    """
+
+    def __init__(self, fill=(124, 116, 104), interpolation="bilinear", seed=None):
         self.fill = tuple(int(v) for v in fill)
         if interpolation == "random":
             self._resamples = (Image.BILINEAR, Image.BICUBIC)
@@ -180,32 +175,54 @@ class RandAugment:
         self._pid = os.getpid()
         self.rng = random.Random(seed)
 
-    def _check_process(self):
-        # Worker processes start with a copy of the parent's state: give each its own stream.
+    def check_process(self):
         pid = os.getpid()
         if pid != self._pid:
             self._pid = pid
             base = 0 if self._seed is None else self._seed
             self.rng = random.Random(base * 1_000_003 + pid)
 
-    def _magnitude(self):
-        m = self.magnitude
-        if self.mstd == math.inf:
+    def context(self):
+        """What the ops in ``_OPS`` read: the random stream, the fill colour, a resampling filter."""
+        rng = self.rng
+        return {"rng": rng, "fill": self.fill, "resample": lambda: rng.choice(self._resamples)}
+
+    def draw_magnitude(self, magnitude, mstd, mmax):
+        """``magnitude`` with Gaussian noise of std ``mstd`` (uniform in [0, magnitude] for inf),
+        clipped to [0, mmax]."""
+        m = magnitude
+        if mstd == math.inf:
             m = self.rng.uniform(0.0, m)
-        elif self.mstd > 0:
-            m = self.rng.gauss(m, self.mstd)
-        return min(max(0.0, m), self.mmax)
+        elif mstd > 0:
+            m = self.rng.gauss(m, mstd)
+        return min(max(0.0, m), mmax)
+
+
+class RandAugment(SeededPythonOp):
+    """Python op: HxWx3 uint8 -> HxWx3 uint8. ``set_seed`` reseeds (per rank)."""
+
+    def __init__(self, policy="randaug-m9-mstd0.5-inc1", fill=(124, 116, 104), interpolation="bilinear",
+                 seed=None):
+        cfg = parse_randaug(policy)
+        self.policy = policy
+        self.magnitude = cfg["magnitude"]
+        self.num_ops = cfg["num_ops"]
+        self.mstd = cfg["mstd"]
+        self.mmax = cfg["mmax"]
+        self.prob = cfg["prob"]
+        self.ops = RAND_OPS_INCREASING if cfg["increasing"] else RAND_OPS
+        super().__init__(fill=fill, interpolation=interpolation, seed=seed)
 
     def __call__(self, image):
-        self._check_process()
+        self.check_process()
         img = Image.fromarray(np.asarray(image, dtype=np.uint8))
         rng = self.rng
-        ctx = {"rng": rng, "fill": self.fill, "resample": lambda: rng.choice(self._resamples)}
+        ctx = self.context()
         for _ in range(self.num_ops):
             name = rng.choice(self.ops)
             if self.prob < 1.0 and rng.random() > self.prob:
                 continue
-            img = _OPS[name](img, self._magnitude(), ctx)
+            img = _OPS[name](img, self.draw_magnitude(self.magnitude, self.mstd, self.mmax), ctx)
         return np.asarray(img, dtype=np.uint8)
 
     def __repr__(self):

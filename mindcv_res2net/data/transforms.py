@@ -26,6 +26,7 @@ from mindspore.dataset.vision import Inter
 
 from ..errors import UserError
 from .dataset import canonical_name, MNIST_FAMILY
+from .augmix import AugMix
 from .randaugment import RandAugment
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -49,6 +50,7 @@ _INTERP = {
 
 AUTO_AUGMENT_HELP = ("randaug-m<M>[-n<N>][-mstd<S>][-mmax<X>][-inc1][-p<P>] (e.g. randaug-m9-mstd0.5-inc1), "
                      "autoaug / autoaugr (ImageNet AutoAugment policy), autoaug-cifar10, autoaug-svhn, "
+                     "augmix-m<M>[-w<chains>][-d<depth>][-a<alpha>][-mstd<S>][-b1] (e.g. augmix-m3-w3), "
                      "trivialaugwide, 3a (one of grey / solarize / blur per image)")
 
 
@@ -180,6 +182,8 @@ def _auto_augment_op(policy, mean255, interpolation):
     fill = tuple(int(min(255, round(v))) for v in mean255)
     if policy.startswith("randaug"):
         return RandAugment(policy, fill=fill, interpolation=interpolation)
+    if policy.startswith("augmix"):
+        return AugMix(policy, fill=fill, interpolation=interpolation)
     inter = Inter.BICUBIC if interpolation == "bicubic" else Inter.BILINEAR
     if policy == "3a":
         return ThreeAugment()
@@ -221,7 +225,7 @@ def create_transforms(dataset_name="imagenet", image_resize=224, is_training=Fal
     ``hflip=None`` means 0.5, except 0 for MNIST (mirrored digits are other digits).
     ``separate=True`` returns ``(primary, secondary, final)`` lists: crop/flip, auto-augment or
     colour jitter, normalise/CHW/erasing (empty lists where a stage has nothing).
-    Python ops in the lists (RandAugment, RandomErasing) have ``set_seed(seed)``;
+    Python ops in the lists (RandAugment, AugMix, RandomErasing) have ``set_seed(seed)``;
     :func:`create_loader` seeds them with ``seed + rank``.
     """
     key = canonical_name(dataset_name)

@@ -5,6 +5,7 @@ order is ``RandomState(seed + epoch)`` and the augmentation randomness is seeded
 run resumed at epoch k reads exactly the batches an uninterrupted run reads from epoch k on.
 """
 import logging
+import time
 from dataclasses import dataclass
 
 from ..data import create_dataset, create_loader, create_transforms
@@ -67,6 +68,31 @@ def build_train(args, dist, epoch=0):
     return _split(loader, args.data_dir)
 
 
+def measure_loader(split, max_batches=20, max_seconds=3.0):
+    """Images per second that a training loader delivers on its own (nothing else running).
+
+    The first batch (pipeline start-up) is not timed; then up to ``max_batches`` batches or
+    ``max_seconds``. The loader is used up: build a new one for training. Returns None when the
+    loader had fewer than two batches.
+    """
+    iterator = split.loader.create_tuple_iterator(num_epochs=1, output_numpy=True)
+    images, start, elapsed = 0, None, 0.0
+    try:
+        for batch, _labels in iterator:
+            if start is None:
+                start = time.perf_counter()
+                continue
+            images += batch.shape[0]
+            elapsed = time.perf_counter() - start
+            if images >= max_batches * batch.shape[0] or elapsed >= max_seconds:
+                break
+    finally:
+        stop = getattr(iterator, "stop", None)
+        if stop is not None:
+            stop()
+    return images / elapsed if images and elapsed > 0 else None
+
+
 def build_val(args, dist):
     num_shards, shard_id = _shards(dist)
     dataset = create_dataset(
@@ -112,10 +138,15 @@ def convert_sync_bn(net, args, logger=None):
         for child_name, child in list(cell.name_cells().items()):
             if isinstance(child, nn.BatchNorm2d):
                 sync = nn.SyncBatchNorm(child.num_features, eps=child.eps, momentum=child.momentum)
+                if child_name.isdigit():
+                    cell.insert_child_to_cell(child_name, sync)
+                else:
+                    setattr(cell, child_name, sync)
+                # after the insertion, which renames the new parameters after the attribute alone
                 for attr in ("gamma", "beta", "moving_mean", "moving_variance"):
                     getattr(sync, attr).set_data(getattr(child, attr).data)
                     getattr(sync, attr).name = getattr(child, attr).name
-                cell.insert_child_to_cell(child_name, sync)
-                setattr(cell, child_name, sync) if not child_name.isdigit() else None
+                if hasattr(cell, "cell_list"):  # a SequentialCell runs its cached list: refresh it
+                    cell.cell_list = list(cell.name_cells().values())
     logger.info("sync_bn: BatchNorm statistics synchronised across %d ranks", world)
     return net

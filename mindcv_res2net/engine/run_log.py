@@ -6,7 +6,7 @@ import os
 import sys
 
 METRIC_FIELDS = ["epoch", "train_loss", "val_top1", "val_top5", "val_loss", "lr", "epoch_time_s",
-                 "train_img_per_s", "loader_img_per_s", "skipped_images"]
+                 "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images"]
 
 
 def setup_logging(log_dir, rank, world_size, debug=False):

@@ -159,7 +159,7 @@ class NetWithLoss(nn.Cell):
 # small graph helpers
 # --------------------------------------------------------------------------------------------
 _mul = ops.MultitypeFuncGraph("mul")
-_finite = ops.MultitypeFuncGraph("finite")
+_flat = ops.MultitypeFuncGraph("flat")
 _add_into = ops.MultitypeFuncGraph("add_into")
 _zero = ops.MultitypeFuncGraph("zero")
 _copy = ops.MultitypeFuncGraph("copy")
@@ -170,9 +170,9 @@ def _mul_tensor(factor, grad):
     return grad * factor.astype(grad.dtype)
 
 
-@_finite.register("Tensor")
-def _finite_tensor(x):
-    return ops.isfinite(x).all().astype(ms.float32)
+@_flat.register("Tensor")
+def _flat_tensor(x):
+    return x.reshape(-1).astype(ms.float32)
 
 
 @_add_into.register("Tensor", "Tensor")
@@ -286,6 +286,8 @@ class TrainStep(nn.Cell):
         self.clip_value = float(clip_value)
         self.accumulation_steps = int(accumulation_steps)
         self._inv_accum = 1.0 / self.accumulation_steps
+        # a fixed scale of 1 without accumulation: no scaling of the loss, no per-gradient multiply
+        self.scaling = self.dynamic or float(loss_scale) != 1.0 or self.accumulation_steps > 1
         # the optimizer divides gradients by its own loss_scale; we hand it unscaled gradients
         self.opt_loss_scale = float(getattr(optimizer, "loss_scale", 1.0))
         self._opt_scale_t = Tensor(self.opt_loss_scale, ms.float32)
@@ -329,18 +331,24 @@ class TrainStep(nn.Cell):
         self._hyper_map = ops.HyperMap()
         self._grad_fn = ops.value_and_grad(self._scaled_loss, None, self.weights)
         self._one = Tensor(1, ms.int32)
+        self._one_f = Tensor(1.0, ms.float32)
         self._zero_i = Tensor(0, ms.int32)
         self._step_one = Tensor([1], ms.int32)
 
     # ---- forward / backward ------------------------------------------------------------------
     def _scaled_loss(self, data, label, scale):
         loss = self.net_with_loss(data, label)
-        return loss * scale.astype(loss.dtype)
+        if self.scaling:
+            loss = loss * scale.astype(loss.dtype)
+        return loss
 
     def _is_overflow(self, loss, grads):
-        flags = self._hyper_map(_finite, grads)
-        finite = ops.addn(flags) >= float(len(flags))
-        finite = ops.logical_and(finite, ops.isfinite(loss).all())
+        # All gradients in one flat buffer, summed: the sum is NaN or +-Inf as soon as one element
+        # is (a sum past float32's range, 3.4e38, counts as an overflow too). One reduction instead
+        # of IsFinite + ReduceAll per parameter: a CPU reduction costs ~0.6 ms a call whatever its
+        # size, 0.19 s of a 3.3 s res2net50 step on 2 cores for 257 parameters.
+        flat = ops.cat(self._hyper_map(_flat, grads))
+        finite = ops.isfinite(flat.sum() + loss.astype(ms.float32))
         overflow = ops.logical_not(finite)
         if self.distributed:
             overflow = self.allreduce(overflow.astype(ms.float32)) > 0.5
@@ -399,10 +407,14 @@ class TrainStep(nn.Cell):
         scale = self.scale_sense * 1.0
         if self.protect_buffers:
             saved = self._hyper_map(_copy, self.buffers)
-        scaled_loss, grads = self._grad_fn(data, label, scale)
-        loss = scaled_loss.astype(ms.float32) / scale
-        unscale = self._inv_accum / scale
-        grads = self._hyper_map(ops.partial(_mul, unscale), grads)
+        if self.scaling:
+            scaled_loss, grads = self._grad_fn(data, label, scale)
+            loss = scaled_loss.astype(ms.float32) / scale
+            unscale = self._inv_accum / scale
+            grads = self._hyper_map(ops.partial(_mul, unscale), grads)
+        else:
+            loss, grads = self._grad_fn(data, label, self._one_f)
+            loss = loss.astype(ms.float32)
         if self.accumulation_steps > 1:
             overflow = self._accumulate(loss, grads)
         else:

@@ -123,22 +123,33 @@ def train(args):
         import config as config_module  # the top-level config.py
         config_module.save_config(args, os.path.join(save_dir, "config.yaml"))
 
+    if args.dataset_sink_mode:
+        logger.info("dataset_sink_mode: not used; batches are fed one step at a time (MindSpore has no sink "
+                    "mode on CPU, and this trainer does not implement it for GPU / Ascend: results are the "
+                    "same, host-to-device copies overlap less)")
     ema = getattr(train_step, "ema", None)
     class_names = list(train_data.class_names)
     logger.info("%d training images, %d classes, %d steps/epoch x %d epochs, global batch %d",
                 train_data.num_samples, num_classes, steps_per_epoch, args.epoch_size, args.batch_size * world)
+    # the loader's own speed, beside the step speed in the logs: which of the two limits training
+    loader_rate = data_setup.measure_loader(train_data)
+    loader_rate = loader_rate * world if loader_rate else None
+    if loader_rate:
+        logger.info("data pipeline alone: %.0f img/s (%d rank(s), %d worker(s) each; measured before training)",
+                    loader_rate, world, args.num_parallel_workers)
 
     # ------------------------------------------------------------------ epochs
     for epoch in range(start_epoch, args.epoch_size):
-        if epoch != 0 or resume_path:
-            train_data = data_setup.build_train(args, dist, epoch=epoch)
+        train_data = data_setup.build_train(args, dist, epoch=epoch)  # seeded per epoch (resume)
         progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epoch_size}", enabled=main_process)
         epoch_start = time.time()
-        loss_sum, loss_count, wait_time = 0.0, 0, 0.0
+        loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
         window_start, window_images = time.time(), 0
         t_fetch = time.time()
         for step_in_epoch, (images, labels) in enumerate(train_data):
-            wait_time += time.time() - t_fetch
+            waited = time.time() - t_fetch
+            wait_time += waited
+            epoch_wait += waited
             loss, overflow, scale = train_step(images, labels)
             loss_value = float(loss.asnumpy())
             if bool(overflow.asnumpy()):
@@ -158,9 +169,10 @@ def train(args):
             if (step_in_epoch + 1) % args.log_interval == 0 or step_in_epoch + 1 == steps_per_epoch:
                 elapsed = time.time() - window_start
                 loader_share = wait_time / max(elapsed, 1e-9)
+                loader_note = f"; loader alone {loader_rate:.0f} img/s" if loader_rate else ""
                 line = (f"epoch {epoch + 1}/{args.epoch_size} step {step_in_epoch + 1}/{steps_per_epoch} "
                         f"loss {loss_value:.4f} lr {lr[global_step]:.6f} {window_images / elapsed:.1f} img/s "
-                        f"({world} rank(s); waiting for data {100 * loader_share:.0f}% of the time)")
+                        f"({world} rank(s){loader_note}; waiting for data {100 * loader_share:.0f}% of the time)")
                 if not progress.active:
                     logger.info(line)
                 else:
@@ -183,6 +195,7 @@ def train(args):
         row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1,
                                                                                     len(lr) - 1)]),
                "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
+               "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
                "skipped_images": skipped}
         metrics = None
         is_last = epoch + 1 == args.epoch_size
@@ -197,8 +210,8 @@ def train(args):
             logger.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %d images%s", epoch + 1,
                         100 * metrics["top1"], 100 * metrics["top5"], metrics["loss"], metrics["num_samples"],
                         " (EMA weights)" if ema is not None else "")
-        logger.info("epoch %d/%d done in %.1f s: train loss %.4f, %.1f img/s", epoch + 1, args.epoch_size,
-                    epoch_time, train_loss, row["train_img_per_s"])
+        logger.info("epoch %d/%d done in %.1f s: train loss %.4f, %.1f img/s, waiting for data %.0f%% of the time",
+                    epoch + 1, args.epoch_size, epoch_time, train_loss, row["train_img_per_s"], row["data_wait_pct"])
         records.add(row)
 
         top1 = metrics["top1"] if metrics else None
