@@ -91,7 +91,22 @@ def _pair(value, name):
     return a, b
 
 
-class RandomErasing:
+class NumpySeededOp:
+    """``set_seed(seed)`` reseeds a Python op's numpy stream; a worker process (which starts with a
+    copy of the parent's state) switches to its own stream, from (seed, pid), on its first call."""
+
+    def set_seed(self, seed):
+        self._seed = seed
+        self._pid = os.getpid()
+        self.rng = np.random.default_rng(seed)
+
+    def check_process(self):
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
+
+
+class RandomErasing(NumpySeededOp):
     """Random erasing on a normalised CHW float32 image (Zhong et al.; timm semantics).
 
     ``value``: a number or one number per channel (fill in normalised units), ``'random'``
@@ -114,15 +129,9 @@ class RandomErasing:
         self.max_attempts = int(max_attempts)
         self.set_seed(seed)
 
-    def set_seed(self, seed):
-        self._seed = seed
-        self._pid = os.getpid()
-        self.rng = np.random.default_rng(seed)
 
     def __call__(self, image):
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
+        self.check_process()
         rng = self.rng
         if rng.random() >= self.prob:
             return image
@@ -148,24 +157,18 @@ class RandomErasing:
         return image
 
 
-class ThreeAugment:
+class ThreeAugment(NumpySeededOp):
     """'3a' (DeiT III): per image one of greyscale, solarize (threshold 128), Gaussian blur
     (sigma uniform in [0.1, 2]). Python op on HxWx3 uint8."""
 
     def __init__(self, seed=None):
         self.set_seed(seed)
 
-    def set_seed(self, seed):
-        self._seed = seed
-        self._pid = os.getpid()
-        self.rng = np.random.default_rng(seed)
 
     def __call__(self, image):
         from PIL import Image, ImageFilter, ImageOps
 
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
+        self.check_process()
         img = Image.fromarray(np.asarray(image, dtype=np.uint8))
         choice = int(self.rng.integers(0, 3))
         if choice == 0:
