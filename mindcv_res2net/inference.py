@@ -24,15 +24,17 @@ is left untouched) that computes the same function in eval mode with fewer, larg
   ``ReLU``, ``Add`` (never an in-place add), ``Split``, ``Concat``, ``Pad``, ``MaxPool`` and
   ``AvgPool`` with ``valid`` / ``same`` padding, ``ReduceMean`` / ``ReduceMax`` and ``MatMul``.
   ``nn.MaxPool2d`` / ``nn.AvgPool2d`` with ``pad_mode='pad'`` lower to 3-D pooling primitives the
-  exporter does not support, so the stem max-pool is zero padding (concatenated zeros: its input is
-  a ReLU output) + ``MaxPool(valid)`` and the v1b shortcut's ``AvgPool(2, 2, ceil_mode, padding not counted)`` is
-  ``AvgPool(2, 2, 'same')`` (SAME padding at the bottom/right, not counted in the average).
+  exporter does not support, so the stem max-pool is zero padding (concatenated zeros: its input
+  is a ReLU output) + ``MaxPool(valid)`` and the v1b shortcut's ``AvgPool(2, 2, ceil_mode, padding
+  not counted)`` is ``AvgPool(2, 2, 'same')`` (SAME padding at the bottom/right, not counted in the
+  average).
 
-Speed (res2net50, 224 px, batch 8, CPU, MindSpore 2.8, 2 shared cores): graph-mode throughput is
-unchanged (0.94x-1.03x over repeated runs: the CPU network is bound by its convolution kernels, and
-MindSpore's CPU BatchNorm / BiasAdd passes are cheap next to them); compilation is ~30 % faster and
-PyNative ~1.4x faster (about half the operations). The fewer, larger kernels are aimed at GPU /
-Ascend, where per-kernel launch cost matters; not measured here.
+Speed (res2net50, 224 px, batch 8, CPU, MindSpore 2.8, 2 cores; docs/benchmarks.md): graph mode
+1.13x the plain model (9.33 against 8.28 img/s, 1.53x MindCV's), mostly from the stem max-pool;
+the CPU network is otherwise bound by its convolution kernels (~650 of ~860 ms per batch), next to
+which BatchNorm / BiasAdd passes are cheap. Compilation is ~45 % faster and PyNative ~1.4x faster
+(about half the operations). The fewer, larger kernels are aimed at GPU / Ascend, where per-kernel
+launch cost matters; not measured here.
 
 The result works in graph and PyNative mode, for every registered model (Res2Net, Res2NeXt, v1b,
 DLA-60 with Res2Net/Res2NeXt blocks), with ``features_only``, ``num_classes=0`` and every

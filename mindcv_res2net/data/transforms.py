@@ -129,7 +129,6 @@ class RandomErasing(NumpySeededOp):
         self.max_attempts = int(max_attempts)
         self.set_seed(seed)
 
-
     def __call__(self, image):
         self.check_process()
         rng = self.rng
@@ -163,7 +162,6 @@ class ThreeAugment(NumpySeededOp):
 
     def __init__(self, seed=None):
         self.set_seed(seed)
-
 
     def __call__(self, image):
         from PIL import Image, ImageFilter, ImageOps
