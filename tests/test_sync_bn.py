@@ -26,7 +26,7 @@ def test_convert_sync_bn_replaces_every_batchnorm_in_place(monkeypatch):
     convert_sync_bn(net, SimpleNamespace(device_target="GPU"))
     cells = [c for _, c in net.cells_and_names()]
     assert not any(isinstance(c, nn.BatchNorm2d) for c in cells)
-    assert sum(isinstance(c, nn.SyncBatchNorm) for c in cells) == n_bn == 87  # res2net50: 85, plus two in the v1b deep stem
+    assert sum(isinstance(c, nn.SyncBatchNorm) for c in cells) == n_bn == 87  # 85 in res2net50, 2 more in the v1b stem
     for cell in cells:
         if isinstance(cell, nn.SequentialCell):  # what construct() iterates
             assert cell.cell_list == list(cell.name_cells().values())
