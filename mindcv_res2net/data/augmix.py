@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import UserError
-from .randaugment import _OPS, SeededPythonOp
+from .randaugment import _OPS, PillowAugmentOp
 
 AUGMIX_OPS = ["AutoContrast", "ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
               "SharpnessIncreasing", "Equalize", "Rotate", "PosterizeIncreasing", "SolarizeIncreasing",
@@ -84,7 +84,7 @@ def sequential_blend_weights(coefficients):
     return alphas
 
 
-class AugMix(SeededPythonOp):
+class AugMix(PillowAugmentOp):
     """Python op: HxWx3 uint8 -> HxWx3 uint8. ``set_seed`` reseeds (per rank)."""
 
     def __init__(self, policy="augmix-m3-w3", fill=(124, 116, 104), interpolation="bilinear", seed=None):

@@ -10,13 +10,12 @@ MindSpore's own ``vision.RandAugment`` has neither magnitude noise nor the incre
 so this is a Python op on HxWx3 uint8 arrays (Pillow does the pixel work).
 """
 import math
-import os
-import random
 
 import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from ..errors import UserError
+from .seeded_op import PythonSeededOp
 
 _LEVEL_DENOM = 10.0
 _TRANSLATE_PCT = 0.45
@@ -154,12 +153,8 @@ def parse_randaug(policy):
     return cfg
 
 
-class SeededPythonOp:
-    """Seeding, resampling filters and magnitude noise shared by RandAugment and AugMix.
-
-    ``set_seed(seed)`` reseeds; a worker process (which starts with a copy of the parent's state)
-    switches to its own stream, derived from the seed and its pid, on its first call.
-    """
+class PillowAugmentOp(PythonSeededOp):
+    """Fill colour, resampling filters and magnitude noise shared by RandAugment and AugMix."""
 
     def __init__(self, fill=(124, 116, 104), interpolation="bilinear", seed=None):
         self.fill = tuple(int(v) for v in fill)
@@ -169,18 +164,6 @@ class SeededPythonOp:
             self._resamples = ({"nearest": Image.NEAREST, "bicubic": Image.BICUBIC}
                                .get(str(interpolation).lower(), Image.BILINEAR),)
         self.set_seed(seed)
-
-    def set_seed(self, seed):
-        self._seed = seed
-        self._pid = os.getpid()
-        self.rng = random.Random(seed)
-
-    def check_process(self):
-        pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
-            base = 0 if self._seed is None else self._seed
-            self.rng = random.Random(base * 1_000_003 + pid)
 
     def context(self):
         """What the ops in ``_OPS`` read: the random stream, the fill colour, a resampling filter."""
@@ -198,7 +181,7 @@ class SeededPythonOp:
         return min(max(0.0, m), mmax)
 
 
-class RandAugment(SeededPythonOp):
+class RandAugment(PillowAugmentOp):
     """Python op: HxWx3 uint8 -> HxWx3 uint8. ``set_seed`` reseeds (per rank)."""
 
     def __init__(self, policy="randaug-m9-mstd0.5-inc1", fill=(124, 116, 104), interpolation="bilinear",

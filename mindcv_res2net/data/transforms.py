@@ -17,7 +17,6 @@ Grey is repeated to 3 channels when ``in_channels == 3``.
 otherwise both are on the 0-255 scale. Output: float32 CHW.
 """
 import math
-import os
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from ..errors import UserError
 from .dataset import canonical_name, MNIST_FAMILY
 from .augmix import AugMix
 from .randaugment import RandAugment
+from .seeded_op import NumpySeededOp
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -89,21 +89,6 @@ def _pair(value, name):
     if a > b:
         raise UserError(f"{name} must be (min, max) with min <= max, got {value!r}")
     return a, b
-
-
-class NumpySeededOp:
-    """``set_seed(seed)`` reseeds a Python op's numpy stream; a worker process (which starts with a
-    copy of the parent's state) switches to its own stream, from (seed, pid), on its first call."""
-
-    def set_seed(self, seed):
-        self._seed = seed
-        self._pid = os.getpid()
-        self.rng = np.random.default_rng(seed)
-
-    def check_process(self):
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            self.rng = np.random.default_rng([0 if self._seed is None else self._seed, self._pid])
 
 
 class RandomErasing(NumpySeededOp):

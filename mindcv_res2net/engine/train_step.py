@@ -331,7 +331,6 @@ class TrainStep(nn.Cell):
         self._hyper_map = ops.HyperMap()
         self._grad_fn = ops.value_and_grad(self._scaled_loss, None, self.weights)
         self._one = Tensor(1, ms.int32)
-        self._one_f = Tensor(1.0, ms.float32)
         self._zero_i = Tensor(0, ms.int32)
         self._step_one = Tensor([1], ms.int32)
 
@@ -407,14 +406,11 @@ class TrainStep(nn.Cell):
         scale = self.scale_sense * 1.0
         if self.protect_buffers:
             saved = self._hyper_map(_copy, self.buffers)
+        scaled_loss, grads = self._grad_fn(data, label, scale)
+        loss = scaled_loss.astype(ms.float32)
         if self.scaling:
-            scaled_loss, grads = self._grad_fn(data, label, scale)
-            loss = scaled_loss.astype(ms.float32) / scale
-            unscale = self._inv_accum / scale
-            grads = self._hyper_map(ops.partial(_mul, unscale), grads)
-        else:
-            loss, grads = self._grad_fn(data, label, self._one_f)
-            loss = loss.astype(ms.float32)
+            loss = loss / scale
+            grads = self._hyper_map(ops.partial(_mul, self._inv_accum / scale), grads)
         if self.accumulation_steps > 1:
             overflow = self._accumulate(loss, grads)
         else:
