@@ -292,6 +292,8 @@ _KEYS = [
     # new keys
     _k("resume", "str", None, "run", "null, 'auto' (latest checkpoint in ckpt_save_dir) or a path",
        nullable=True),
+    _k("overwrite", "bool", False, "run",
+       "start (or resume) in a ckpt_save_dir that holds another run's checkpoints; they are left alone"),
     _k("dry_run", "bool", False, "run", "print the resolved config as YAML and exit"),
 ]
 

@@ -4,10 +4,13 @@
     python predict.py --model res2net50_v1b --ckpt_path finetuned.ckpt images/ --json preds.json
     python predict.py --model res2net50 --ckpt_path r50.ckpt img.png --json -     # JSON on stdout
 
-Inputs: image files and folders (searched recursively for image files). Every image is decoded
-whatever its mode (RGB, grey, palette, alpha, CMYK, 16-bit, EXIF-rotated) and preprocessed
-exactly as validate.py does (resize the shorter side to ``image_size / crop_pct``, centre crop,
-normalise, from the model's default configuration). An unreadable file is named in a warning
+Inputs: image files and folders (searched recursively for image files, following symbolic
+links; each real folder is walked once, so link cycles end, and each file is listed once).
+Every image is decoded whatever its mode (RGB, grey, palette, alpha, CMYK, 16-bit,
+EXIF-rotated; images other than JPEG above 40 MP are refused, see the data package's
+``decode.MAX_NON_JPEG_PIXELS``) and preprocessed exactly as validate.py does (resize the
+shorter side to ``image_size / crop_pct``, centre crop, normalise, from the model's default
+configuration). An unreadable file is named in a warning
 on stderr and skipped. The network runs inference-optimised (``optimize_for_inference``).
 
 Class names: ``--class_names FILE`` (one per line), else the names saved with a fine-tuned
@@ -98,19 +101,33 @@ def _normalise_bool_flags(argv):
 # inputs
 # ------------------------------------------------------------------------------------------------
 
+def _walk_images(folder):
+    """Image files under ``folder``, sorted, following symbolic links to folders but entering each
+    real folder once (a link cycle, or two links to one folder, is walked once)."""
+    found = []
+    visited = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in visited:  # reached again through another link
+            dirs[:] = []
+            continue
+        visited.add(real)
+        dirs[:] = sorted(d for d in dirs if os.path.realpath(os.path.join(root, d)) not in visited)
+        found += [os.path.join(root, n) for n in sorted(names)
+                  if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+    return found
+
+
 def collect_images(inputs):
-    """Files named directly (any extension) and image files found recursively in folders, in order.
+    """Files named directly (any extension) and image files found recursively in folders, in order;
+    each file once (by real path), each real folder walked once (symbolic-link cycles end).
 
     A path that does not exist raises ``UserError``; a folder with no images only warns.
     """
     files = []
     for item in inputs:
         if os.path.isdir(item):
-            found = []
-            for root, dirs, names in os.walk(item, followlinks=True):
-                dirs.sort()
-                found += [os.path.join(root, n) for n in sorted(names)
-                          if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
+            found = _walk_images(item)
             if not found:
                 print(f"warning: no image files in folder {item}", file=sys.stderr)
             files += found

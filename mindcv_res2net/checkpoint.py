@@ -5,8 +5,9 @@
   ``{name: array}`` dict; a classifier of another size is dropped, the first conv is adapted to
   another number of input channels; anything that does not fit is reported in one ``UserError``.
   PyTorch / safetensors files are converted on the fly (see ``convert.py``).
-- ``save_checkpoint_atomic(params_or_net, path, extra=None)``: writes next to ``path`` and renames,
-  so a kill never leaves a partial file under the final name; ``extra`` holds metadata.
+- ``save_checkpoint_atomic(params_or_net, path, extra=None)``: writes under a unique staging name
+  beside ``path`` and renames, so a kill never leaves a partial file under the final name and a
+  failed write keeps the old file; ``extra`` holds metadata.
 - ``read_checkpoint_meta(path)``: the metadata (``extra``) of a checkpoint.
 """
 import json
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import atomic_io
 from .errors import UserError
 
 _logger = logging.getLogger(__name__)
@@ -130,7 +132,7 @@ def read_checkpoint(path):
     return {name: _to_numpy(value) for name, value in raw.items()}
 
 
-def _is_meta_entry(name, value):
+def is_meta_entry(name, value):
     """Strings, and dot-free scalars (``global_step``, ``learning_rate``, ``epoch_num``, ...)."""
     if isinstance(value, str):
         return True
@@ -154,11 +156,15 @@ def _decode_meta(entries):
     return meta
 
 
+def meta_of(entries):
+    """The metadata among ``read_checkpoint``'s entries (see ``read_checkpoint_meta``)."""
+    return _decode_meta({k: v for k, v in entries.items() if is_meta_entry(k, v)})
+
+
 def read_checkpoint_meta(path):
     """The metadata stored with a checkpoint: ``save_checkpoint_atomic``'s ``extra`` (JSON values
     decoded) plus scalar training counters such as ``global_step`` or ``learning_rate``."""
-    entries = read_checkpoint(path)
-    return _decode_meta({k: v for k, v in entries.items() if _is_meta_entry(k, v)})
+    return meta_of(read_checkpoint(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -217,57 +223,40 @@ def _param_list(params_or_net):
     raise TypeError(f"save_checkpoint_atomic: expected a Cell, a dict or a list, got {type(params_or_net).__name__}")
 
 
-def _fsync_path(path, directory=False):
-    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
-    try:
-        fd = os.open(path, flags)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint_atomic(params_or_net, path, extra=None):
     """Save a Cell's parameters (or a ``{name: array/Tensor/Parameter}`` dict, or MindSpore's list of
     ``{"name", "data"}``) to ``path`` so that a kill never leaves a partial file under that name.
 
-    The file is written as ``<path>.tmp`` (MindSpore appends ``.ckpt`` to names that do not end in
-    it, so on disk ``<path>.tmp.ckpt``; MindSpore's own partial file is ``<path>.tmp.tmp``), fsynced
-    and renamed onto ``path`` with ``os.replace``. ``extra``: metadata, e.g. ``{"epoch": 3,
-    "global_step": 1200, "loss_scale": 1024.0, "class_names": [...]}``: ints, floats, bools and
-    strings are stored as they are, anything else JSON-encoded; ``read_checkpoint_meta`` returns it.
-    Returns ``path``.
+    The file is written under a unique hidden staging name beside ``path`` (process id and a random
+    token, so concurrent writers never touch each other's files), fsynced and renamed onto ``path``
+    (see ``atomic_io``). A failed write or fsync raises ``UserError`` and keeps the old ``path``.
+    ``extra``: metadata, e.g. ``{"epoch": 3, "global_step": 1200, "loss_scale": 1024.0,
+    "class_names": [...]}``: ints, floats, bools and strings are stored as they are, anything else
+    JSON-encoded; ``read_checkpoint_meta`` returns it. Returns ``path``.
     """
     import mindspore as ms
 
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    staging = path + ".tmp"
-    written = staging if staging.endswith("ckpt") else staging + ".ckpt"
-    for stale in {staging, written, staging + ".tmp"}:
-        if os.path.lexists(stale):
-            os.remove(stale)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    staged = atomic_io.staging_path(path, suffix=".ckpt")  # MindSpore appends .ckpt to other names
+    # MindSpore's own partial file: X.tmp for X.ckpt in 2.8 (X.ckpt.tmp in some versions)
+    partials = (staged[:-len(".ckpt")] + ".tmp", staged + ".tmp")
     append = _encode_extra(extra)
     try:
-        ms.save_checkpoint(_param_list(params_or_net), staging, append_dict=append or None)
-        _fsync_path(written)
-        os.replace(written, path)
-    except BaseException:
-        for stale in {staging, written, staging + ".tmp"}:
-            if os.path.lexists(stale):
-                try:
-                    os.remove(stale)
-                except OSError:
-                    pass
+        ms.save_checkpoint(_param_list(params_or_net), staged, append_dict=append or None)
+        if not os.path.isfile(staged):
+            raise OSError(5, "MindSpore reported no error but wrote no file")
+    except OSError as exc:
+        atomic_io.remove_quietly(staged, *partials)
+        raise atomic_io.write_error(path, exc, "checkpoint") from exc
+    except BaseException as exc:
+        atomic_io.remove_quietly(staged, *partials)
+        # MindSpore wraps I/O errors (a full disk) in RuntimeError; anything else is a bug: re-raise
+        if isinstance(exc, RuntimeError) and not isinstance(exc, NotImplementedError):
+            raise atomic_io.write_error(path, exc, "checkpoint") from exc
         raise
-    os.chmod(path, 0o644)  # MindSpore leaves its files read-only (0400)
-    _fsync_path(directory, directory=True)
-    return path
+    atomic_io.remove_quietly(*partials)
+    return atomic_io.commit_staged(staged, path, "checkpoint")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -401,7 +390,7 @@ def load_model_weights(net, source, strict=True, num_classes=None, in_channels=N
             entries = read_checkpoint(src_label)
 
     report = LoadReport(source=src_label)
-    meta_entries = {k: v for k, v in entries.items() if _is_meta_entry(k, v) and k not in model_names}
+    meta_entries = {k: v for k, v in entries.items() if is_meta_entry(k, v) and k not in model_names}
     report.meta = _decode_meta(meta_entries)
     arrays = {k: v for k, v in entries.items() if k not in meta_entries and not isinstance(v, str)}
     arrays = _strip_wrapper_prefix(arrays, model_names)
@@ -511,5 +500,5 @@ def load_model_weights(net, source, strict=True, num_classes=None, in_channels=N
     return report
 
 
-__all__ = ["LoadReport", "load_model_weights", "save_checkpoint_atomic", "read_checkpoint_meta",
+__all__ = ["LoadReport", "load_model_weights", "save_checkpoint_atomic", "read_checkpoint_meta", "meta_of",
            "read_checkpoint", "adapt_input_conv", "PYTORCH_SUFFIXES"]

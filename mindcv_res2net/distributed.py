@@ -6,18 +6,21 @@ script. It works out how the process was launched and joins MindSpore's cluster:
 * ``mpirun -n N python train.py ...`` (OpenMPI; ``OMPI_COMM_WORLD_*`` set). MindSpore cannot
   join an OpenMPI job by itself, so this module bridges it with mpi4py: the ranks agree on
   an address for MindSpore's scheduler (``127.0.0.1`` when every rank shares one host and
-  network namespace, otherwise an address of rank 0's host that every rank can reach), rank 0
-  starts the scheduler as a child process, every rank sets the dynamic-cluster variables
-  (``MS_ROLE=MS_WORKER``, ``MS_NODE_ID=<rank>``, ``MS_WORKER_NUM``, ``MS_SCHED_HOST``,
-  ``MS_SCHED_PORT``) and calls ``mindspore.communication.init()``. MPI is used only during
-  this set-up and is finalized afterwards; collectives run over MindSpore (mccl / nccl / hccl).
+  network namespace, otherwise an address of rank 0's host that every rank can reach, e.g.
+  with ``mpirun --hostfile``), rank 0 starts the scheduler as a child process and waits until
+  that very process (not just anything on the port) listens, every rank sets the
+  dynamic-cluster variables (``MS_ROLE=MS_WORKER``, ``MS_NODE_ID=<rank>``, ``MS_WORKER_NUM``,
+  ``MS_SCHED_HOST``, ``MS_SCHED_PORT``, and ``MS_WORKER_IP``: its own address on the route to
+  the scheduler) and calls ``mindspore.communication.init()``. MPI is used only during this
+  set-up and is finalized afterwards; collectives run over MindSpore (mccl / nccl / hccl).
 * ``msrun --worker_num=N --local_worker_num=N train.py ...`` (``MS_ROLE`` already set): ``init()``.
 * Ascend with ``RANK_TABLE_FILE`` (+ ``RANK_ID``, ``RANK_SIZE``, ``DEVICE_ID``): HCCL ``init()``.
 
 Failures are bounded. Cluster time-outs that MindSpore leaves long are given bounded
 defaults when the user has not set them (``CLUSTER_ENV_DEFAULTS``). Under mpirun every rank
-also keeps one TCP connection to rank 0 (a watchdog, with TCP keep-alive): when a rank dies
-(killed, crashed), fails with an exception, or its host becomes unreachable, rank 0 prints
+also keeps one TCP connection to rank 0 (a watchdog, with TCP keep-alive and a per-job token;
+rank 0 listens only on the scheduler's candidate addresses, 127.0.0.1 for a one-host job):
+when a rank dies (killed, crashed), fails with an exception, or its host becomes unreachable, rank 0 prints
 ``rank N died`` / ``rank N failed`` / ``rank N is unreachable`` and every rank exits with
 status 1 at once (about 1 s; about 40 s for a vanished host) instead of waiting in a
 collective; mpirun itself also ends the job when a rank exits non-zero. A rank that never
@@ -26,10 +29,11 @@ reaches ``init_distributed`` makes the others exit after ``MINDCV_RES2NET_INIT_T
 Under msrun, msrun stops the local workers when one fails and MindSpore's heartbeat
 (``MS_NODE_TIMEOUT``) ends the rest.
 
-The scheduler child writes its log to ``$MINDCV_RES2NET_DIST_LOG_DIR`` (default
-``<tempdir>/mindcv_res2net_dist``), ``scheduler_<host>_<port>.log``; rank 0 prints the path
-once. A small supervisor process sits between rank 0 and the scheduler: if rank 0 dies the
-scheduler is killed at once; when rank 0 ends normally the scheduler is given
+The scheduler child writes its log to ``$MINDCV_RES2NET_DIST_LOG_DIR`` (default: a new
+private directory, mode 0700, ``<tempdir>/mindcv_res2net_dist_XXXXXXXX``), file
+``scheduler_<host>_<port>_<random>.log`` (created exclusively, mode 0600, never through a
+symlink); rank 0 prints the path once. A small supervisor process sits between rank 0 and the
+scheduler: if rank 0 dies the scheduler is killed at once; when rank 0 ends normally the scheduler is given
 ``MINDCV_RES2NET_SCHED_GRACE`` seconds (default 60) to let the other ranks unregister.
 
 Environment knobs (all optional): ``MINDCV_RES2NET_SCHED_HOST`` (address of rank 0's host
@@ -40,10 +44,13 @@ the scheduler to start, default 90), ``MINDCV_RES2NET_DIST_LOG_DIR``,
 
 For the trainer: ``get_dist_info()``, ``is_main_process()``, ``all_reduce_sum(array)`` (exact
 for counts: integer arrays and integer-valued float64 entries), ``barrier()``,
-``broadcast_parameters(net)`` (rank 0's weights everywhere) and ``parameters_divergence(net)``.
+``broadcast_object(obj)`` (rank 0's JSON-able object everywhere, e.g. the resume decision),
+``broadcast_parameters(net)`` (rank 0's parameters everywhere, bit for bit, any dtype) and
+``parameters_divergence(net)``.
 """
 import atexit
 import faulthandler
+import json
 import os
 import select
 import socket
@@ -62,8 +69,8 @@ from .errors import UserError
 __all__ = [
     "DistInfo", "DistributedError", "LAUNCHERS", "CLUSTER_ENV_DEFAULTS",
     "detect_launcher", "parse_distribute", "resolve_device_target", "init_distributed",
-    "get_dist_info", "is_main_process", "all_reduce_sum", "barrier", "broadcast_parameters",
-    "parameters_divergence", "shutdown",
+    "get_dist_info", "is_main_process", "all_reduce_sum", "barrier", "broadcast_object",
+    "broadcast_parameters", "parameters_divergence", "shutdown",
 ]
 
 LAUNCHERS = ("none", "mpirun", "msrun", "rank_table")
@@ -432,10 +439,11 @@ def _route_source_ip(dest_host):
         return None
 
 
-def _is_listening(port):
-    """Whether a local socket listens on ``port``, read from /proc/net/tcp without connecting
-    (a probe connection would leave a warning in the scheduler's log); None if unknown."""
-    known = False
+def _listening_inodes(port):
+    """Socket inodes of the local listeners on TCP ``port`` (this network namespace), read from
+    /proc/net/tcp without connecting (a probe connection would leave a warning in the
+    scheduler's log); None where /proc/net/tcp does not exist."""
+    inodes, known = set(), False
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
             with open(table, encoding="ascii") as fh:
@@ -443,11 +451,113 @@ def _is_listening(port):
                 next(fh, None)
                 for line in fh:
                     fields = line.split()
-                    if len(fields) > 3 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                        return True
+                    if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
         except OSError:
             continue
-    return False if known else None
+    return inodes if known else None
+
+
+def _process_tree(pid):
+    """``pid`` and all its descendants (from /proc/<pid>/stat)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    tree, todo = set(), [pid]
+    while todo:
+        current = todo.pop()
+        if current not in tree:
+            tree.add(current)
+            todo.extend(children.get(current, ()))
+    return tree
+
+
+def _socket_inodes(pids):
+    """Socket inodes held open by the processes ``pids``, as {inode: pid}."""
+    held = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                held.setdefault(link[8:-1], pid)
+    return held
+
+
+def _scheduler_listening(port, scheduler_pid):
+    """Whether the scheduler process tree rooted at ``scheduler_pid`` listens on ``port``.
+
+    Returns (state, others): state "ours" when a listener on the port belongs to that tree,
+    "none" when nothing listens, "foreign" when only other processes do (then ``others`` holds
+    their socket inodes), None when /proc/net/tcp is not available. Anything merely listening
+    on the port (another program, a stale scheduler) is never taken for ours.
+    """
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        return None, set()
+    if not inodes:
+        return "none", set()
+    ours = set(_socket_inodes(_process_tree(scheduler_pid)))
+    if inodes & ours:
+        return "ours", set()
+    return "foreign", inodes
+
+
+def _foreign_note(port, inodes):
+    """", port P is held by another program (pid N: cmdline)" for an error message, or ""."""
+    if not inodes:
+        return ""
+    who = ""
+    try:
+        pids = [int(e) for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        pids = []
+    owners = {inode: pid for inode, pid in _socket_inodes(pids).items() if inode in inodes}
+    for pid in sorted(set(owners.values()))[:1]:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+        except OSError:
+            cmd = "?"
+        who = f" (pid {pid}: {cmd})"
+    return (f"; port {port} is held by another program{who}, not by the scheduler rank 0 started: "
+            "leave MINDCV_RES2NET_SCHED_PORT / MS_SCHED_PORT unset (a free port is chosen) or give a free one")
+
+
+def _open_scheduler_log(log_dir, port):
+    """Create the scheduler's log file; returns (open file, path).
+
+    The directory is ``log_dir``, else $MINDCV_RES2NET_DIST_LOG_DIR, else a new private
+    directory (mode 0700) made by tempfile.mkdtemp. The file gets a unique name,
+    ``scheduler_<host>_<port>_<random>.log``, created with O_EXCL | O_NOFOLLOW and mode 0600
+    (tempfile.mkstemp), so a file or symlink planted under a predictable name is never opened.
+    """
+    log_dir = log_dir or os.environ.get("MINDCV_RES2NET_DIST_LOG_DIR")
+    host = "".join(c if c.isalnum() or c in "-." else "_" for c in socket.gethostname()) or "host"
+    try:
+        if log_dir:
+            os.makedirs(log_dir, mode=0o700, exist_ok=True)
+        else:
+            log_dir = tempfile.mkdtemp(prefix="mindcv_res2net_dist_")
+        fd, path = tempfile.mkstemp(prefix=f"scheduler_{host}_{port}_", suffix=".log", dir=log_dir)
+    except OSError as exc:
+        raise DistributedError(f"cannot create the scheduler log in {log_dir or tempfile.gettempdir()}: "
+                               f"{exc.strerror or exc}. Set MINDCV_RES2NET_DIST_LOG_DIR to a writable "
+                               "directory") from exc
+    return os.fdopen(fd, "w", encoding="utf-8"), path
 
 
 def _free_port(host):
@@ -478,12 +588,12 @@ def _init_mpirun(target, log_dir):
             candidates = ["127.0.0.1"]
         else:
             candidates = _local_ipv4_addresses() or [socket.gethostname()]
-        bridge.listen()
-        offer = (candidates, bridge.port, bridge.token)
+        bridge.listen(candidates)  # on these addresses only: loopback when every rank is local
+        offer = (candidates, bridge.ports, bridge.token)
     else:
         offer = None
-    candidates, wport, token = comm.bcast(offer, root=0)
-    reachable = bridge.connect_to_rank0(candidates, wport, token) if rank else list(range(len(candidates)))
+    candidates, wports, token = comm.bcast(offer, root=0)
+    reachable = bridge.connect_to_rank0(candidates, wports, token) if rank else list(range(len(candidates)))
     all_reachable = comm.allgather(reachable)
     common = [i for i in range(len(candidates)) if all(i in r for r in all_reachable)]
     if not common:
@@ -491,7 +601,7 @@ def _init_mpirun(target, log_dir):
         bridge.close()
         raise DistributedError(
             f"rank(s) {', '.join(map(str, bad)) or '?'} cannot reach rank 0 over TCP at any of "
-            f"{candidates} (port {wport}). Set MINDCV_RES2NET_SCHED_HOST to an address of rank 0's "
+            f"{candidates} (ports {wports}). Set MINDCV_RES2NET_SCHED_HOST to an address of rank 0's "
             "host that every host can reach, and check firewalls")
     sched_host = candidates[common[0]]
     if rank == 0:
@@ -619,8 +729,9 @@ class _MpiBridge:
     def __init__(self, rank, size):
         self.rank, self.size = rank, size
         self.token = uuid.uuid4().hex if rank == 0 else None
-        self.port = None
-        self.listener = None
+        self.ports = []          # rank 0: watchdog port for each candidate address
+        self.listeners = []      # rank 0: the listening sockets (closed once every peer is in)
+        self.bound = []          # rank 0: (address, port) each listener is bound to
         self.peers = {}          # rank 0: peer rank -> socket
         self.peer_bye = set()    # rank 0: ranks that ended normally
         self.upstream = None     # rank > 0: socket to rank 0
@@ -632,17 +743,42 @@ class _MpiBridge:
         self.thread = None
 
     # ---- set-up (called while MPI is still up) ----
-    def listen(self):
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("0.0.0.0", 0))
-        self.listener.listen(max(128, self.size))
-        self.port = self.listener.getsockname()[1]
+    def listen(self, addresses):
+        """Rank 0: one watchdog listener per address the other ranks may use to reach it, bound
+        to that address alone (127.0.0.1 when every rank runs on this host), never to every
+        interface unless an address given in MINDCV_RES2NET_SCHED_HOST is not one of this host's
+        (rank 0 behind NAT)."""
+        for host in addresses:
+            sock = self._listener_for(host)
+            self.listeners.append(sock)
+            self.bound.append(sock.getsockname()[:2])
+            self.ports.append(sock.getsockname()[1])
 
-    def connect_to_rank0(self, candidates, port, token):
+    def _listener_for(self, host):
+        try:
+            addr = socket.gethostbyname(host)
+        except OSError:
+            addr = None
+        for bind in ([addr] if addr else []) + ["0.0.0.0"]:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((bind, 0))
+            except OSError as exc:
+                sock.close()
+                if bind == "0.0.0.0":
+                    raise DistributedError(f"rank 0 cannot open its watchdog port: {exc}") from exc
+                _say(f"rank 0: {host} ({bind}) is not an address of this host ({exc.strerror}); "
+                     "the watchdog listens on every interface for it")
+                continue
+            sock.listen(max(128, self.size))
+            return sock
+        raise DistributedError(f"rank 0 cannot open a watchdog port for {host}")  # not reached
+
+    def connect_to_rank0(self, candidates, ports, token):
         """Try each candidate address; keep the first working connection as the watchdog link."""
         reachable = []
-        for index, host in enumerate(candidates):
+        for index, (host, port) in enumerate(zip(candidates, ports)):
             try:
                 sock = socket.create_connection((host, port), timeout=5)
             except OSError:
@@ -662,11 +798,11 @@ class _MpiBridge:
         deadline = time.monotonic() + timeout
         pending = {}
         while len(self.peers) < self.size - 1 and time.monotonic() < deadline:
-            socks = [self.listener] + list(pending)
+            socks = self.listeners + list(pending)
             ready = select.select(socks, [], [], 0.2)[0]
             for sock in ready:
-                if sock is self.listener:
-                    conn, _ = self.listener.accept()
+                if sock in self.listeners:
+                    conn, _ = sock.accept()
                     pending[conn] = b""
                     continue
                 try:
@@ -688,17 +824,18 @@ class _MpiBridge:
                         sock.close()
         for sock in pending:
             sock.close()
-        self.listener.close()
-        self.listener = None
+        self._close_listeners()
+
+    def _close_listeners(self):
+        for sock in self.listeners:
+            sock.close()
+        self.listeners = []
 
     def missing_peers(self):
         return [r for r in range(1, self.size) if r not in self.peers]
 
     def start_scheduler(self, host, port, size, log_dir, timeout):
-        log_dir = log_dir or os.environ.get("MINDCV_RES2NET_DIST_LOG_DIR") or os.path.join(
-            tempfile.gettempdir(), "mindcv_res2net_dist")
-        os.makedirs(log_dir, exist_ok=True)
-        self.sched_log = os.path.join(log_dir, f"scheduler_{socket.gethostname()}_{port}.log")
+        log, self.sched_log = _open_scheduler_log(log_dir, port)
         # the scheduler is not an MPI process: without OpenMPI's variables MindSpore does not
         # mix its dynamic cluster with OpenMPI settings
         env = {k: v for k, v in os.environ.items()
@@ -706,28 +843,31 @@ class _MpiBridge:
         env.update(MS_ROLE="MS_SCHED", MS_WORKER_NUM=str(size), MS_SCHED_HOST=host, MS_SCHED_PORT=str(port),
                    MINDCV_RES2NET_SCHED_PARENT=str(os.getpid()))
         env.setdefault("GLOG_v", "2")
-        with open(self.sched_log, "w", encoding="utf-8") as log:
+        with log:
             self.sched_proc = subprocess.Popen(  # pylint: disable=consider-using-with
                 [sys.executable, "-c", _SCHEDULER_CODE], stdin=subprocess.PIPE, stdout=log,
                 stderr=subprocess.STDOUT, env=env, close_fds=True)
         deadline = time.monotonic() + timeout
+        foreign = set()
         while True:
             if self.sched_proc.poll() is not None:
                 raise DistributedError(f"MindSpore scheduler exited with {self.sched_proc.returncode} before "
-                                       f"listening on {host}:{port}; see {self.sched_log}")
-            listening = _is_listening(port)
-            if listening is None:  # no /proc/net/tcp: ask the port itself
+                                       f"listening on {host}:{port}{_foreign_note(port, foreign)}; "
+                                       f"see {self.sched_log}")
+            state, others = _scheduler_listening(port, self.sched_proc.pid)
+            if state is None:  # no /proc/net/tcp: ask the port itself (cannot tell whose it is)
                 try:
                     socket.create_connection((host, port), timeout=1).close()
-                    listening = True
+                    state = "ours"
                 except OSError:
-                    listening = False
-            if listening:
+                    state = "none"
+            if state == "ours":
                 return
+            foreign |= others
             if time.monotonic() > deadline:
                 self._kill_scheduler()
                 raise DistributedError(f"MindSpore scheduler did not listen on {host}:{port} within "
-                                       f"{timeout:.0f} s; see {self.sched_log}")
+                                       f"{timeout:.0f} s{_foreign_note(port, foreign)}; see {self.sched_log}")
             time.sleep(0.2)
 
     def _kill_scheduler(self):
@@ -866,8 +1006,7 @@ class _MpiBridge:
                     sock.close()
                 except OSError:
                     pass
-            if self.listener is not None:
-                self.listener.close()
+            self._close_listeners()
             proc = self.sched_proc
             if proc is not None and proc.stdin is not None:
                 try:
@@ -983,28 +1122,137 @@ def barrier():
         _all_reduce_f32(np.zeros(1, np.float32))
 
 
+def _check_root(root):
+    world = _STATE["info"].world_size
+    if not isinstance(root, (int, np.integer)) or not 0 <= int(root) < world:
+        raise ValueError(f"root must be a rank between 0 and {world - 1}: {root!r}")
+    return int(root)
+
+
+def _broadcast_uint8(raw, root):
+    """Rank ``root``'s bytes (a uint8 array; every rank passes one of the same size) on every rank.
+
+    Each byte travels as a float32 value 0..255 summed with zeros from the other ranks: exact.
+    """
+    sent = raw.astype(np.float32) if _STATE["info"].rank == root else np.zeros(raw.size, np.float32)
+    return np.rint(_all_reduce_f32(sent)).astype(np.uint8)
+
+
+# float32 values that "x + 0 + ... + 0" may not give back bit for bit: -0.0 (becomes +0.0), NaN
+# (payload) and subnormals (flushed to zero by kernels that run with FTZ/DAZ)
+def _float32_specials(flat):
+    tiny = np.finfo(np.float32).tiny
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(np.isnan(flat) | ((np.abs(flat) < tiny) & (np.signbit(flat) | (flat != 0))))
+
+
+def _broadcast_exact(arr, root):
+    """Rank ``root``'s ``arr`` on every rank, bit for bit (every rank passes the same shape and dtype).
+
+    float32 travels as values (one float32 each) with the few values a sum could alter (-0.0,
+    NaN, subnormals) sent again as raw bits; any other dtype travels as its raw bytes.
+    """
+    arr = np.ascontiguousarray(arr)
+    flat = arr.reshape(-1)
+    mine = _STATE["info"].rank == root
+    if arr.dtype != np.float32:
+        raw = flat.view(np.uint8) if flat.size else np.zeros(0, np.uint8)
+        return _broadcast_uint8(raw, root).view(arr.dtype).reshape(arr.shape)
+    out = np.array(_all_reduce_f32(flat if mine else np.zeros_like(flat)), np.float32, copy=True).reshape(-1)
+    special = _float32_specials(flat) if mine else np.zeros(0, np.int64)
+    count = int(all_reduce_sum(np.array([special.size if mine else 0], np.int64))[0])
+    if count:
+        index = all_reduce_sum(special.astype(np.int64) if mine else np.zeros(count, np.int64))
+        raw = flat[special].view(np.uint8) if mine else np.zeros(4 * count, np.uint8)
+        out[index] = _broadcast_uint8(raw, root).view(np.float32)
+    return out.reshape(arr.shape)
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def broadcast_object(obj, root=0):
+    """Rank ``root``'s ``obj`` on every rank (returns it; no-op returning ``obj`` when not distributed).
+
+    ``obj`` is JSON data: dict / list / str / int / float / bool / None (numpy scalars and arrays
+    become numbers and lists; tuples become lists, dict keys strings), on every rank alike.
+    Travels as its length, then its UTF-8 bytes, through the exact all-reduce (zeros on the
+    other ranks); no pickle. Every rank must call it; what the other ranks pass is ignored.
+    """
+    info = _STATE["info"]
+    if not info.is_distributed:
+        return obj
+    root = _check_root(root)
+    payload, error = b"", None
+    if info.rank == root:
+        try:
+            payload = json.dumps(obj, default=_json_default, allow_nan=True, separators=(",", ":")).encode("utf-8")
+        except (TypeError, ValueError) as exc:
+            error = exc
+    length = (len(payload) if error is None else -1) if info.rank == root else 0
+    length = int(all_reduce_sum(np.array([length], np.int64))[0])
+    if length < 0:  # every rank raises: none is left waiting in a collective
+        raise TypeError(f"broadcast_object: rank {root} cannot send its object as JSON"
+                        + (f": {error}" if error is not None else ""))
+    raw = np.frombuffer(payload, np.uint8) if info.rank == root else np.zeros(length, np.uint8)
+    return json.loads(_broadcast_uint8(raw, root).tobytes().decode("utf-8"))
+
+
+def _check_same_parameters(params, values, root):
+    """Every rank must hold the same parameter names, shapes and dtypes as ``root``; otherwise
+    every rank raises (naming the ranks that differ) instead of mixing unrelated tensors."""
+    info = _STATE["info"]
+    mine = [[p.name, list(v.shape), v.dtype.str] for p, v in zip(params, values)]
+    theirs = broadcast_object(mine, root)
+    problem = None
+    if len(theirs) != len(mine):
+        problem = f"{len(mine)} parameters here, {len(theirs)} on rank {root}"
+    else:
+        for a, b in zip(mine, theirs):
+            if a != b:
+                problem = (f"parameter {a[0]} {tuple(a[1])} {np.dtype(a[2]).name} here, "
+                           f"{b[0]} {tuple(b[1])} {np.dtype(b[2]).name} on rank {root}")
+                break
+    flags = np.zeros(info.world_size, np.int32)
+    flags[info.rank] = problem is not None
+    flags = all_reduce_sum(flags)
+    if flags.any():
+        ranks = ", ".join(str(r) for r in np.flatnonzero(flags))
+        raise DistributedError(f"the model differs between ranks: rank(s) {ranks} hold other parameters than "
+                               f"rank {root}" + (f" ({problem})" if problem else "") + ". Start every rank "
+                               "with the same --model, config and command-line options")
+
+
 def broadcast_parameters(net, root=0):
-    """Copy rank ``root``'s parameter values into every rank's ``net`` (exact; one all-reduce per dtype)."""
+    """Copy rank ``root``'s parameter values into every rank's ``net``, bit for bit, whatever the
+    dtype (float32 weights and moments, int32 step counters, float16, float64, bool ...).
+
+    Every rank must pass a cell with the same parameters (names, shapes, dtypes); a rank whose
+    cell differs makes every rank raise ``DistributedError``. No-op when not distributed.
+    """
     info = _STATE["info"]
     if not info.is_distributed:
         return
     import mindspore as ms  # pylint: disable=import-outside-toplevel
+    root = _check_root(root)
     params = list(net.get_parameters())
+    values = [p.asnumpy() for p in params]
+    _check_same_parameters(params, values, root)
     groups = {}
-    for param in params:
-        value = param.asnumpy()
+    for param, value in zip(params, values):
         groups.setdefault(value.dtype.str, []).append((param, value))
-    for items in groups.values():
+    for key in sorted(groups):  # the same order on every rank
+        items = groups[key]
         flat = np.concatenate([v.reshape(-1) for _, v in items])
-        if info.rank != root:
-            flat = np.zeros_like(flat)
-        if np.issubdtype(flat.dtype, np.floating) and flat.dtype != np.float32:
-            summed = all_reduce_sum(flat.astype(np.float32)).astype(flat.dtype)
-        else:
-            summed = all_reduce_sum(flat)
+        received = _broadcast_exact(flat, root)
         offset = 0
         for param, value in items:
-            chunk = summed[offset:offset + value.size].reshape(value.shape).astype(value.dtype)
+            chunk = received[offset:offset + value.size].reshape(value.shape)
             offset += value.size
             param.set_data(ms.Tensor(chunk))
 

@@ -16,7 +16,7 @@ $PY -m mindcv_res2net.data.prepare fashion_mnist --out "$DATA"
 
 echo "== training res2net50 ($CONFIG)"
 start=$(date +%s)
-$PY train.py -c "$CONFIG" --data_dir "$DATA" --ckpt_save_dir "$CKPT" ${EPOCHS:+--epoch_size $EPOCHS}
+$PY train.py -c "$CONFIG" --data_dir "$DATA" --ckpt_save_dir "$CKPT" --overwrite ${EPOCHS:+--epoch_size $EPOCHS}
 echo "== training took $(( $(date +%s) - start )) s"
 
 echo "== validating $CKPT/res2net50_best.ckpt on all test images"

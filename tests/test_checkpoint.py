@@ -239,7 +239,8 @@ def test_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     before = open(path, "rb").read()
 
     def dying_save(obj, name, **kwargs):
-        with open(name + ".ckpt", "wb") as f:  # a partial file, then the process "dies"
+        written = name if name.endswith(".ckpt") else name + ".ckpt"  # MindSpore's naming
+        with open(written, "wb") as f:  # a partial file, then the process "dies"
             f.write(b"partial")
         raise KeyboardInterrupt
 

@@ -410,6 +410,79 @@ def test_jpeg_structure_check():
     assert prepare_encoded(_exif_jpeg(arr, 3))[:2] == b"P6"
 
 
+def _huge_grey16_png(path, width, height):
+    """A width x height 16-bit grey PNG of zeros, compressed row by row: a few hundred KB on disk
+    and little memory to write, but 2 bytes per pixel once decoded."""
+    import struct
+    import zlib
+
+    def chunk(tag, payload):
+        return struct.pack(">I", len(payload)) + tag + payload + struct.pack(">I", zlib.crc32(tag + payload))
+
+    row = bytes(1 + 2 * width)  # filter byte 0, then the samples
+    comp = zlib.compressobj(9)
+    idat = b"".join(comp.compress(row) for _ in range(height)) + comp.flush()
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+                 + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return str(path)
+
+
+_PEAK_MEMORY_SCRIPT = """
+import json, resource, sys
+from mindcv_res2net.data import decode
+data = open(sys.argv[1], "rb").read()
+outcomes = []
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+for call in (lambda: decode.prepare_encoded(data), lambda: decode.decode_with_pil(data, mode="L")):
+    try:
+        call()
+        outcomes.append("decoded")
+    except decode.BadImage as exc:
+        outcomes.append(str(exc))
+peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(json.dumps({"outcomes": outcomes, "peak_kb": peak_kb}))
+"""
+
+
+def test_huge_non_jpeg_is_refused_before_decoding(tmp_path):
+    """A 280 KB 16-bit 12000 x 12000 PNG (144 MP) used to be decoded in full before its reduction:
+    about 1 GB of memory and 4-5 s. It is refused from its header now (a PNG cannot be decoded at
+    a reduced size), with a reason naming the size and the fix."""
+    import json
+
+    path = _huge_grey16_png(tmp_path / "huge.png", 12000, 12000)
+    assert os.path.getsize(path) < 1_000_000
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-c", _PEAK_MEMORY_SCRIPT, path], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    for outcome in result["outcomes"]:  # RGB (ImageNet) and grey (MNIST) reading alike
+        assert "12000x12000" in outcome and "40 MP" in outcome and "Downscale" in outcome, outcome
+    assert result["peak_kb"] < 64 * 1024, result  # a decode needs >= 288 MB (measured before: +990 MB)
+
+
+def test_huge_non_jpeg_in_a_data_set_names_the_file(tmp_path):
+    (tmp_path / "train" / "c0").mkdir(parents=True)
+    big = _huge_grey16_png(tmp_path / "train" / "c0" / "huge.png", 7000, 7000)  # 49 MP
+    _write(str(tmp_path / "train" / "c1" / "small.png"), _png(Image.new("RGB", (16, 16), (1, 2, 3))))
+    ds = create_dataset("imagefolder", root=str(tmp_path), split="train", shuffle=False, strict_data=True,
+                        num_parallel_workers=1)
+    loader = create_loader(ds, batch_size=2, num_parallel_workers=1, image_resize=16)
+    with pytest.raises(UserError) as info:
+        for _ in loader.create_tuple_iterator(num_epochs=1, output_numpy=True):
+            pass
+    assert big in str(info.value) and "7000x7000" in str(info.value)
+
+
+def test_large_non_jpeg_under_the_limit_is_still_reduced():
+    arr = np.random.default_rng(3).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    out = prepare_encoded(_png(Image.fromarray(arr)), large_pixels=64 * 64)
+    reduced = Image.open(io.BytesIO(out))
+    assert out[:2] == b"P6" and reduced.width * reduced.height <= 64 * 64 and reduced.width > reduced.height
+
+
 def test_measure_pipeline_throughput_smoke(tmp_path):
     from mindcv_res2net.data import make_synthetic_jpegs
 

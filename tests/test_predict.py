@@ -146,6 +146,30 @@ def test_collect_images(tmp_path):
         predict_script.collect_images([str(tmp_path / "missing.jpg")])
 
 
+def test_collect_images_ends_on_symlink_cycles(tmp_path):
+    """Links back up the tree (two per level: os.walk with followlinks=True went 2^depth deep until
+    the kernel's link limit) and two links to one folder: each image once, in a fraction of a second.
+    Run in a subprocess so that a regression fails on the timeout instead of hanging the suite."""
+    top = tmp_path / "photos"
+    (top / "a" / "b").mkdir(parents=True)
+    (top / "other").mkdir()
+    for rel in ("top.png", "a/one.jpg", "a/b/two.png", "other/three.png"):
+        (top / rel).write_bytes(b"x")
+    os.symlink(top, top / "a" / "b" / "up_top")
+    os.symlink(top / "a", top / "a" / "b" / "up_a")
+    os.symlink("..", top / "a" / "parent")
+    os.symlink(top / "other", top / "a" / "other_link")  # a second way into "other"
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import predict; "
+            "print(json.dumps(predict.collect_images([sys.argv[2]])))")
+    proc = subprocess.run([sys.executable, "-c", code, ROOT, str(top)], capture_output=True, text=True,
+                          timeout=30)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = json.loads(proc.stdout)
+    real = sorted(os.path.relpath(os.path.realpath(p), top) for p in found)
+    assert real == ["a/b/two.png", "a/one.jpg", "other/three.png", "top.png"], found
+    assert os.path.join(str(top), "top.png") in found and os.path.join(str(top), "a", "one.jpg") in found
+
+
 # ------------------------------------------------------------------------------------------------
 # predictions
 # ------------------------------------------------------------------------------------------------

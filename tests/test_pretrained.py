@@ -163,12 +163,14 @@ def test_hand_placed_file_is_checked_before_use(tmp_path, monkeypatch):
     (cache / "hand.ckpt").write_bytes(b"hand placed")
     _fake(monkeypatch, "res2net50", "hand.ckpt", _sha(cache / "hand.ckpt")[:8])
     assert P.fetch("res2net50", cache_dir=str(cache)) == str(cache / "hand.ckpt")  # no network needed
-    assert (cache / "hand.ckpt.sha256").exists()
+    assert (cache / "hand.ckpt.sha256").read_text().split()[0] == _sha(cache / "hand.ckpt")
+    # a wrong hand-placed file is the user's: kept, and the message says to delete it
     (cache / "bad.ckpt").write_bytes(b"tampered")
     _fake(monkeypatch, "res2net50", "bad.ckpt", "12345678")
-    with pytest.raises(UserError, match="was deleted"):
+    with pytest.raises(UserError, match=r"expected 12345678\.\.\. \(only these 8 hex digits are") as err:
         P.fetch("res2net50", cache_dir=str(cache))
-    assert not (cache / "bad.ckpt").exists()
+    assert f"Delete it (rm {cache / 'bad.ckpt'})" in str(err.value)
+    assert (cache / "bad.ckpt").exists() and not (cache / "bad.ckpt.sha256").exists()
 
 
 def test_pytorch_source_is_converted_once(server, monkeypatch, tmp_path):
@@ -206,7 +208,7 @@ def test_registry_contents(monkeypatch):
         assert cfg["preprocessing"]["mean"] == (0.485, 0.456, 0.406)
         assert cfg["default_source"] in cfg["sources"]
         for tag, s in cfg["sources"].items():
-            assert s["url"].startswith(("http://", "https://")) and s["filename"]
+            assert s["url"].startswith("https://") and s["filename"], s["url"]  # no plain-http source
             assert s["top1"] and s["top5"]
             if tag in ("official", "timm", "timm_legacy"):
                 assert "CC BY-NC-SA 4.0" in s["licence"]
@@ -224,6 +226,9 @@ def test_registry_contents(monkeypatch):
     assert P.default_source("res2net50") == "mindcv" and P.default_source("res2next50") == "timm"
     monkeypatch.setenv(P.ENV_SOURCE, "official")
     assert P.default_source("res2net50") == "official"
+    for name in PUBLISHED:  # which check applies, as get_pretrained_cfg tells it
+        for s in P.get_pretrained_cfg(name)["sources"].values():
+            assert s["check"].startswith("sha256 prefix (8 hex digits" if s["sha256"] else "no published hash")
     with pytest.raises(KeyError):
         P.get_pretrained_cfg("res2net152")
     with pytest.raises(UserError, match="no published weights for 'res2net152'"):
@@ -232,3 +237,120 @@ def test_registry_contents(monkeypatch):
         P.download_weights("res2next50", source="mindcv")
     net = create_model("res2net50")
     assert net.default_cfg["weights"]["sources"]["mindcv"]["top1"] == 79.35
+
+
+# ---- integrity: full hashes, recorded hashes, bad cached files ---------------------------------
+
+def _timm_like(monkeypatch, model, filename):
+    """A source publishing no hash (as timm's Hugging Face files)."""
+    src = P.WeightSource("timm", "https://huggingface.co/timm/x/resolve/main/model.safetensors", filename,
+                         "safetensors", None, None, 79.0, 94.0, P.CC_BY_NC_SA, model)
+    monkeypatch.setitem(P._WEIGHTS, model, [src])
+    return src
+
+
+def _safetensors_bytes(seed):
+    from safetensors.numpy import save
+    return save({"w": np.random.default_rng(seed).standard_normal((4, 4)).astype(np.float32)})
+
+
+def test_download_not_matching_the_full_hash_is_rejected_and_removed(server, monkeypatch, tmp_path):
+    served, requests = server
+    cache = tmp_path / "cache"
+    # no published hash: the full SHA-256 of the first download is recorded; a later download (the
+    # cached copy was deleted, the server now sends another file) must match that record
+    (served / "m.in1k.safetensors").write_bytes(_safetensors_bytes(0))
+    _timm_like(monkeypatch, "res2net50", "m.in1k.safetensors")
+    path = P.fetch("res2net50", progress=False)
+    first = _sha(path)
+    assert (cache / "m.in1k.safetensors.sha256").read_text().split() == [first, str(os.path.getsize(path))]
+    os.remove(path)
+    (served / "m.in1k.safetensors").write_bytes(_safetensors_bytes(1))
+    with pytest.raises(UserError) as err:
+        P.fetch("res2net50", progress=False)
+    msg = str(err.value)
+    assert f"but {first} was recorded when it was first downloaded" in msg and "the download was deleted" in msg
+    assert f"delete the record {cache / 'm.in1k.safetensors.sha256'}" in msg
+    assert _listing(cache) == ["m.in1k.safetensors.sha256"]  # the record stays, no staging file is left
+    # the original file is accepted again
+    (served / "m.in1k.safetensors").write_bytes(_safetensors_bytes(0))
+    assert _sha(P.fetch("res2net50", progress=False)) == first
+    # a published full SHA-256: all 64 digits must match
+    good = os.urandom(3000)
+    (served / "full.ckpt").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
+    _fake(monkeypatch, "res2net50", "full.ckpt", hashlib.sha256(good).hexdigest())
+    with pytest.raises(UserError) as err:
+        P.fetch("res2net50", progress=False)
+    msg = str(err.value)
+    assert "full.ckpt" in msg and f"expected the published {hashlib.sha256(good).hexdigest()}" in msg
+    assert "the download was deleted" in msg and "its SHA-256 must be " in msg
+    assert _listing(cache) == ["m.in1k.safetensors", "m.in1k.safetensors.sha256"]  # nothing new
+
+
+def test_prefix_only_source_records_the_full_hash_and_refuses_a_tampered_cache(server, monkeypatch, tmp_path,
+                                                                              caplog):
+    served, requests = server
+    data = os.urandom(5000)
+    digest = hashlib.sha256(data).hexdigest()
+    name = f"res2net50-{digest[:8]}.ckpt"
+    (served / name).write_bytes(data)
+    _fake(monkeypatch, "res2net50", name, digest[:8])
+    with caplog.at_level("INFO", logger=P.__name__):
+        path = P.fetch("res2net50", progress=False)
+    said = caplog.text
+    record = tmp_path / "cache" / (name + ".sha256")
+    assert record.read_text().split() == [digest, "5000"]  # the full hash, recorded
+    # the same size, one bit changed (the 8-hex prefix alone would not see it)
+    with open(path, "r+b") as f:
+        f.seek(4000)
+        byte = f.read(1)
+        f.seek(4000)
+        f.write(bytes([byte[0] ^ 0x10]))
+    for attempt in range(2):  # refused on every load, never silently re-recorded
+        with pytest.raises(UserError) as err:
+            P.download_weights("res2net50", progress=False)
+        msg = str(err.value)
+        assert msg.startswith(f"the cached weights file {path} has SHA-256 ")
+        assert f"but {digest} was recorded when it was first downloaded" in msg
+        assert f"Delete it (rm {path}) and run again" in msg
+        assert os.path.exists(path) and record.read_text().split()[0] == digest  # not deleted: the user's call
+    assert len(requests) == 1
+    # doing what the message says works
+    os.remove(path)
+    assert P.download_weights("res2net50", progress=False) == path and _sha(path) == digest
+    assert len(requests) == 2
+    # and it is said that only the prefix is published
+    assert "only 8 hex digits are published" in said
+    assert P.get_pretrained_cfg("res2net50")["sources"]["mindcv"]["check"].startswith("sha256 prefix (8 hex")
+
+
+def test_html_error_page_in_the_cache_names_the_file_to_delete(server, monkeypatch, tmp_path):
+    served, requests = server
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    page = b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway</title></head><body>try later</body></html>\n"
+    # left by an earlier version, which recorded the hash of whatever the first download was
+    cached = cache / "m.in1k.safetensors"
+    cached.write_bytes(page)
+    (cache / "m.in1k.safetensors.sha256").write_text(f"{_sha(cached)} {len(page)}\n")
+    _timm_like(monkeypatch, "res2net_dla60", "m.in1k.safetensors")
+    with pytest.raises(UserError) as err:
+        P.download_weights("res2net_dla60", source="timm", progress=False)
+    msg = str(err.value)
+    assert msg.startswith(f"the cached weights file {cached} is a text page, not weights")
+    assert "<!DOCTYPE html> <html><head><title>502 Bad Gateway" in msg
+    assert f"Delete it (rm {cached} {cached}.sha256) and run again" in msg
+    assert cached.exists() and requests == []
+    # a hand-placed page where a hash prefix is published: named as well, nothing recorded
+    (cache / "res2net50-f42cf71b.ckpt").write_bytes(page)
+    _fake(monkeypatch, "res2net50", "res2net50-f42cf71b.ckpt", "f42cf71b")
+    with pytest.raises(UserError, match=r"Delete it \(rm \S*/res2net50-f42cf71b.ckpt\) and run again"):
+        P.download_weights("res2net50", progress=False)
+    assert not (cache / "res2net50-f42cf71b.ckpt.sha256").exists()
+    # after deleting: a server sending an error page (with status 200) is refused, nothing is kept
+    for p in (cached, cache / "m.in1k.safetensors.sha256"):
+        os.remove(p)
+    (served / "m.in1k.safetensors").write_bytes(page)
+    with pytest.raises(UserError, match="m.in1k.safetensors .*is a text page, not weights.*download was deleted"):
+        P.download_weights("res2net_dla60", source="timm", progress=False)
+    assert _listing(cache) == ["res2net50-f42cf71b.ckpt"]

@@ -17,7 +17,7 @@ import importlib
 
 _EXPORTS = {
     "create_dataset": "dataset", "get_dataset_info": "dataset", "DatasetInfo": "dataset",
-    "EpochSampler": "dataset", "read_class_list": "dataset", "read_idx": "idx",
+    "EpochSampler": "dataset", "read_class_list": "dataset", "resolve_workers": "dataset", "read_idx": "idx",
     "FASHION_MNIST_CLASSES": "idx", "MNIST_CLASSES": "idx",
     "BadImageCounter": "decode",
     "create_loader": "loader", "pop_bad_image_count": "loader", "raise_data_error": "loader",

@@ -307,35 +307,97 @@ def _split_dir(root, split):
     return path
 
 
+def check_data_dir(name, root, split):
+    """The cheap part of :func:`create_dataset`'s checks: the data folder (and, for image
+    folders, the split folder) exists. ``UserError`` naming the folder and the fix; nothing is
+    scanned or read. For MNIST / Fashion-MNIST the split may also be idx files in ``root``."""
+    key = canonical_name(name)
+    if key in MNIST_FAMILY:
+        root = os.fspath(root) if root is not None else None
+        if not root or not os.path.isdir(root):
+            raise UserError(f"data directory not found: {root}. Point --data_dir at the folder with the "
+                            f"{key} idx files, or prepare class folders with 'python -m "
+                            f"mindcv_res2net.data.prepare {key} --out DIR'")
+        if find_idx_files(root, split) is None and not os.path.isdir(os.path.join(root, split)):
+            raise UserError(f"no {key} data in {root}: neither idx files (train-images-idx3-ubyte[.gz], "
+                            f"...) nor a class-folder split {os.path.join(root, split)}. Run 'python -m "
+                            f"mindcv_res2net.data.prepare {key} --out {root}'")
+        return
+    _split_dir(root, split)
+
+
 # Scans of large trees (1.28 M files: seconds) are reused while no class folder changed: the
 # key holds every class folder's mtime, which moves when a file is added, removed or renamed.
 _SCAN_CACHE = {}
 _SCAN_CACHE_SIZE = 8
 
 
-def scan_image_folder(root, split, class_list=None):
-    """(paths, labels, class_names) for ``root/split/<class>/<image>``, files sorted by name."""
+# (split folder, missing classes) already warned about: the warning is logged once per process
+_WARNED_MISSING = set()
+
+
+def scan_image_folder(root, split, class_list=None, class_names=None):
+    """(paths, labels, class_names) for ``root/split/<class>/<image>``, files sorted by name.
+
+    Labels: the index of the folder in ``class_names`` when given (the classes a model was
+    trained on, in label order: validation folders are mapped through it), else in
+    ``class_list`` when given, else in the sorted folder names. With ``class_names``, a folder
+    that is not a training class is a ``UserError`` naming it, and training classes without a
+    folder here are logged once as a warning (the other labels keep their training index).
+    """
     path = _split_dir(root, split)
     entries = sorted((d.name, d.stat().st_mtime_ns) for d in os.scandir(path)
                      if d.is_dir() and not d.name.startswith("."))
     list_key = tuple(class_list) if isinstance(class_list, (list, tuple)) else class_list
     if isinstance(list_key, str) and os.path.isfile(list_key):
         list_key = (list_key, os.stat(list_key).st_mtime_ns)
-    key = (os.path.abspath(path), list_key, tuple(entries))
+    names_key = None if class_names is None else tuple(str(c) for c in class_names)
+    key = (os.path.abspath(path), list_key, names_key, tuple(entries))
     hit = _SCAN_CACHE.get(key)
-    if hit is not None:
-        paths, labels, class_names = hit
-        return list(paths), labels.copy(), list(class_names)
-    result = _scan(path, [name for name, _ in entries], class_list)
-    if len(_SCAN_CACHE) >= _SCAN_CACHE_SIZE:
-        _SCAN_CACHE.pop(next(iter(_SCAN_CACHE)))
-    _SCAN_CACHE[key] = result
-    paths, labels, class_names = result
-    return list(paths), labels.copy(), list(class_names)
+    if hit is None:
+        hit = _scan(path, [name for name, _ in entries], class_list, names_key)
+        if len(_SCAN_CACHE) >= _SCAN_CACHE_SIZE:
+            _SCAN_CACHE.pop(next(iter(_SCAN_CACHE)))
+        _SCAN_CACHE[key] = hit
+    paths, labels, names = hit
+    if names_key is not None:
+        present = {name for name, _ in entries}
+        missing = tuple(c for c in names_key if c not in present)
+        warn_key = (os.path.abspath(path), missing)
+        if missing and warn_key not in _WARNED_MISSING:
+            _WARNED_MISSING.add(warn_key)
+            _logger.warning("%s has no folder for %d of the %d training classes: %s%s. Their images are "
+                            "simply absent; every other folder keeps its training label",
+                            path, len(missing), len(names_key), ", ".join(missing[:20]),
+                            f" ... ({len(missing) - 20} more)" if len(missing) > 20 else "")
+    return list(paths), labels.copy(), list(names)
 
 
-def _scan(path, folders, class_list):
-    if class_list is not None:
+def _training_class_names(path, folders, class_names):
+    """Check the folders of ``path`` against the training classes; return those as a list."""
+    class_names = list(class_names)
+    if not class_names:
+        raise UserError("the training class list is empty; it comes from the training data or the "
+                        "checkpoint's class_names")
+    dup = sorted(n for n, c in Counter(class_names).items() if c > 1)
+    if dup:
+        raise UserError(f"the training class list names a class twice: {', '.join(dup[:10])}")
+    known = set(class_names)
+    unknown = [f for f in folders if f not in known]
+    if unknown:
+        shown = ", ".join(os.path.join(path, f) for f in unknown[:10])
+        raise UserError(f"class folder(s) not among the {len(class_names)} classes the model was trained "
+                        f"on: {shown}{' ...' if len(unknown) > 10 else ''}. Labels follow the training "
+                        f"classes ({', '.join(class_names[:10])}{' ...' if len(class_names) > 10 else ''}): "
+                        f"remove or rename the folder(s), or evaluate with the data the model was "
+                        f"trained on (--data_dir / --val_split)")
+    return class_names
+
+
+def _scan(path, folders, class_list, reference=None):
+    if reference is not None:
+        class_names = _training_class_names(path, folders, reference)
+    elif class_list is not None:
         class_names = read_class_list(class_list)
         known = set(class_names)
         unknown = [f for f in folders if f not in known]
@@ -401,10 +463,40 @@ def load_idx_split(root, split):
 
 # ----------------------------------------------------------------------------------------------
 
-def _default_workers(num_parallel_workers):
-    if num_parallel_workers:
-        return int(num_parallel_workers)
-    return max(1, min(8, os.cpu_count() or 1))
+def available_cores():
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    cores = None
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except OSError:
+            cores = None
+    total = os.cpu_count() or 1
+    # MindSpore refuses more workers than os.cpu_count(); the affinity mask can only lower that
+    return max(1, min(cores or total, total))
+
+
+_WORKERS_WARNED = set()
+
+
+def resolve_workers(num_parallel_workers):
+    """Data pipeline workers: the requested number (None or 0: up to 8), clamped to the cores
+    this process may use. MindSpore raises ``ValueError`` for more workers than cores, and the
+    published recipes ask for 8; a clamp is logged once per process (one line)."""
+    cores = available_cores()
+    if not num_parallel_workers:
+        return min(8, cores)
+    requested = int(num_parallel_workers)
+    if requested < 1:
+        raise UserError(f"num_parallel_workers must be at least 1, got {requested}")
+    if requested <= cores:
+        return requested
+    if (requested, cores) not in _WORKERS_WARNED:
+        _WORKERS_WARNED.add((requested, cores))
+        _logger.warning("num_parallel_workers=%d but this machine gives the process %d CPU core(s): "
+                        "using %d data workers (set --num_parallel_workers %d to silence this)",
+                        requested, cores, cores, cores)
+    return cores
 
 
 def _check_shards(num_shards, shard_id):
@@ -422,7 +514,7 @@ def _check_shards(num_shards, shard_id):
 def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_samples=None,
                    num_shards=None, shard_id=None, num_parallel_workers=None, class_list=None,
                    seed=None, strict_data=False, start_epoch=0, download=False,
-                   large_image_pixels=None, **kwargs):
+                   large_image_pixels=None, class_names=None, **kwargs):
     """Build a data set (see the module docstring for columns, order, sharding, bad files).
 
     Args:
@@ -443,6 +535,11 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
         download: for fashion_mnist / mnist, fetch and verify the official files into ``root``
             when neither idx files nor class folders are present.
         large_image_pixels: images above this many pixels are reduced before decoding.
+        class_names: the classes a model was trained on, in label order (the training split's
+            ``class_names``, or those stored in a checkpoint). Class folders are mapped through
+            it: label = index in this list. A folder not in it is a ``UserError`` naming the
+            folder; a class without a folder is logged once as a warning and changes no other
+            label. ``class_list``, if also given, must name the same classes in the same order.
 
     Returns:
         ``mindspore.dataset.GeneratorDataset`` with ``.class_names``, ``.dataset_info`` and
@@ -454,9 +551,17 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
     split = str(split) if split else ""
     num_shards, shard_id = _check_shards(num_shards, shard_id)
     seed = 0 if seed is None else int(seed)
-    workers = _default_workers(num_parallel_workers)
+    workers = resolve_workers(num_parallel_workers)
     bad = _decode.BadImageCounter()
     replace_bad = bool(shuffle)
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if class_list is not None and read_class_list(class_list) != class_names:
+            raise UserError(f"--class_list {class_list if isinstance(class_list, str) else ''} does not match "
+                            f"the classes the model was trained on ({', '.join(class_names[:10])}"
+                            f"{' ...' if len(class_names) > 10 else ''}): drop --class_list, or use the "
+                            f"list the model was trained with")
+        class_list = None  # the training classes decide the labels
 
     if key in MNIST_FAMILY:
         if root is None or not os.path.isdir(os.fspath(root)):
@@ -474,7 +579,8 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
             loaded = load_idx_split(root, split)
         if loaded is not None:
             images, labels = loaded
-            class_names = list(MNIST_FAMILY[key]) if class_list is None else read_class_list(class_list)
+            if class_names is None:
+                class_names = list(MNIST_FAMILY[key]) if class_list is None else read_class_list(class_list)
             if labels.size and labels.max() >= len(class_names):
                 raise UserError(f"idx labels go up to {labels.max()} but there are "
                                 f"{len(class_names)} classes. Check the class list")
@@ -485,12 +591,12 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
                 raise UserError(f"no {key} data in {root}: neither idx files (train-images-idx3-ubyte"
                                 f"[.gz], ...) nor a class-folder split {os.path.join(root, split)}. "
                                 f"Run 'python -m mindcv_res2net.data.prepare {key} --out {root}'")
-            paths, labels, class_names = scan_image_folder(root, split, class_list)
+            paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
             source = ImageFileSource(paths, labels, mode="grey", strict=strict_data,
                                      replace_bad=replace_bad, bad_images=bad,
                                      large_pixels=large_image_pixels)
     else:
-        paths, labels, class_names = scan_image_folder(root, split, class_list)
+        paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
         source = ImageFileSource(paths, labels, mode="encoded", strict=strict_data,
                                  replace_bad=replace_bad, bad_images=bad,
                                  large_pixels=large_image_pixels)

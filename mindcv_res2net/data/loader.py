@@ -27,7 +27,7 @@ import mindspore.dataset as ds
 import mindspore.dataset.transforms as ctrans
 
 from ..errors import UserError
-from .dataset import _default_workers, attach_info, get_dataset_info
+from .dataset import attach_info, get_dataset_info, resolve_workers
 from .mixup import MixupCutmix
 from .transforms import create_transforms
 
@@ -128,7 +128,7 @@ def create_loader(dataset, batch_size, drop_remainder=False, is_training=False, 
     batch_size = int(batch_size)
     if batch_size < 1:
         raise UserError(f"batch_size must be positive, got {batch_size}")
-    workers = _default_workers(num_parallel_workers)
+    workers = resolve_workers(num_parallel_workers)
     rank = info.shard_id
     if num_classes is None:
         num_classes = info.num_classes

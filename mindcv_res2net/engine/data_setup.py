@@ -93,13 +93,18 @@ def measure_loader(split, max_batches=20, max_seconds=3.0):
     return images / elapsed if images and elapsed > 0 else None
 
 
-def build_val(args, dist):
+def build_val(args, dist, class_names=None):
+    """The validation split, labelled by the training classes when ``class_names`` is given (the
+    training split's class names, or those stored in the checkpoint): a val folder that is not a
+    training class is a ``UserError`` naming it; a training class without a val folder is a
+    warning, and every other image keeps its training label. Without ``class_names`` the labels
+    come from ``--class_list`` or the val folders themselves."""
     num_shards, shard_id = _shards(dist)
     dataset = create_dataset(
         args.dataset, root=args.data_dir, split=args.val_split, shuffle=False,
         num_samples=None, num_shards=num_shards, shard_id=shard_id,
         num_parallel_workers=args.num_parallel_workers, class_list=args.class_list, seed=args.seed,
-        strict_data=args.strict_data)
+        strict_data=args.strict_data, class_names=class_names)
     transform = create_transforms(args.dataset, is_training=False, **_transform_kwargs(args))
     loader = create_loader(dataset, args.batch_size, drop_remainder=False, is_training=False,
                            num_classes=args.num_classes, transform=transform,

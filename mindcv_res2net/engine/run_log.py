@@ -1,9 +1,13 @@
 """What a training run tells the user: console and per-rank log files, a progress bar, the
 per-epoch ``result.log`` and ``metrics.csv``, and a PNG plot of the curves at the end."""
 import csv
+import io
 import logging
 import os
 import sys
+import time
+
+from .. import atomic_io
 
 METRIC_FIELDS = ["epoch", "train_loss", "val_top1", "val_top5", "val_loss", "lr", "epoch_time_s",
                  "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images"]
@@ -56,41 +60,78 @@ class Progress:
             self.bar.close()
 
 
-class EpochRecords:
-    """``result.log`` (MindCV's tab-separated layout) and ``metrics.csv``, one row per epoch (rank 0)."""
+def keep_previous_version(path, new_text=None):
+    """Move an existing ``path`` aside as ``{stem}.{its last write time}{ext}`` before it is replaced
+    (only when its content differs from ``new_text``, if given); returns the new name, or None."""
+    if not os.path.exists(path):
+        return None
+    if new_text is not None:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            if f.read() == new_text:
+                return None
+    stem, ext = os.path.splitext(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))
+    kept, n = f"{stem}.{stamp}{ext}", 1
+    while os.path.exists(kept):
+        n += 1
+        kept = f"{stem}.{stamp}-{n}{ext}"
+    os.replace(path, kept)
+    return kept
 
-    def __init__(self, directory, enabled, resume=False):
+
+def _fmt(value, spec):
+    if value in (None, ""):
+        return ""
+    try:
+        return format(float(value), spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class EpochRecords:
+    """``result.log`` (MindCV's tab-separated layout) and ``metrics.csv``, one row per epoch (rank 0).
+
+    A fresh run keeps the files of an earlier run in the folder (moved aside with their time stamp);
+    a run resumed at epoch k keeps the rows up to k and drops those of the abandoned later epochs.
+    Both files are rewritten atomically after every epoch.
+    """
+
+    def __init__(self, directory, enabled, resume_epoch=None):
         self.enabled = enabled
         self.result_path = os.path.join(directory, "result.log")
         self.csv_path = os.path.join(directory, "metrics.csv")
         self.rows = []
+        self.kept = []
         if not enabled:
             return
-        if resume and os.path.exists(self.csv_path):
-            with open(self.csv_path) as f:
-                self.rows = list(csv.DictReader(f))
-        else:
-            with open(self.result_path, "w") as f:
-                f.write("Epoch\tTrainLoss\tValAcc@1\tValAcc@5\tValLoss\tLR\tTime(s)\n")
-            with open(self.csv_path, "w", newline="") as f:
-                csv.writer(f).writerow(METRIC_FIELDS)
+        if resume_epoch is not None and os.path.exists(self.csv_path):
+            with open(self.csv_path, newline="") as f:
+                self.rows = [r for r in csv.DictReader(f) if _epoch_of(r) is not None
+                             and _epoch_of(r) <= resume_epoch]
+        elif resume_epoch is None:
+            self.kept = [k for k in (keep_previous_version(self.result_path), keep_previous_version(self.csv_path))
+                         if k]
+        self._write()
 
     def add(self, row):
         if not self.enabled:
             return
-        self.rows = [r for r in self.rows if int(r["epoch"]) != int(row["epoch"])]
+        self.rows = [r for r in self.rows if _epoch_of(r) != int(row["epoch"])]
         self.rows.append({k: row.get(k, "") for k in METRIC_FIELDS})
-        fmt = lambda v, spec: "" if v in (None, "") else format(v, spec)  # noqa: E731
-        with open(self.result_path, "a") as f:
-            f.write(f"{row['epoch']}\t{fmt(row['train_loss'], '.4f')}\t{fmt(row.get('val_top1'), '.4f')}\t"
-                    f"{fmt(row.get('val_top5'), '.4f')}\t{fmt(row.get('val_loss'), '.4f')}\t"
-                    f"{fmt(row['lr'], '.6f')}\t{fmt(row['epoch_time_s'], '.1f')}\n")
-        tmp = self.csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.csv_path)
+        self._write()
+
+    def _write(self):
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=METRIC_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_io.write_text_atomic(self.csv_path, out.getvalue(), "metrics file")
+        lines = ["Epoch\tTrainLoss\tValAcc@1\tValAcc@5\tValLoss\tLR\tTime(s)\n"]
+        for r in self.rows:
+            lines.append(f"{r['epoch']}\t{_fmt(r.get('train_loss'), '.4f')}\t{_fmt(r.get('val_top1'), '.4f')}\t"
+                         f"{_fmt(r.get('val_top5'), '.4f')}\t{_fmt(r.get('val_loss'), '.4f')}\t"
+                         f"{_fmt(r.get('lr'), '.6f')}\t{_fmt(r.get('epoch_time_s'), '.1f')}\n")
+        atomic_io.write_text_atomic(self.result_path, "".join(lines), "result log")
 
     def plot(self, path):
         """Loss and accuracy curves as a PNG; skipped (returns None) when matplotlib is absent."""
@@ -117,3 +158,10 @@ class EpochRecords:
         fig.savefig(path, dpi=100)
         plt.close(fig)
         return path
+
+
+def _epoch_of(row):
+    try:
+        return int(row.get("epoch"))
+    except (TypeError, ValueError):
+        return None

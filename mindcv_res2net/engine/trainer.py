@@ -1,10 +1,13 @@
-"""The training run: build the parts from the resolved config, loop over epochs, validate,
-checkpoint, resume.
+"""The training run: check the inputs, build the parts from the resolved config, start or resume,
+loop over epochs, validate, checkpoint.
 
 ``train(args)`` is all that ``train.py`` calls. Resuming (``--resume auto`` or a path) restores the
 model, optimizer moments and step, EMA, loss-scale state and epoch; the data order and the
 augmentation randomness are functions of (seed, epoch, rank), so an interrupted run that resumes
-ends with the same weights as an uninterrupted one.
+ends with the same weights as an uninterrupted one. In a distributed run rank 0 alone decides
+whether and from where to resume and sends the state to every rank, so ranks that cannot see the
+checkpoint folder (no shared file system) continue identically. The learning-rate schedule is not
+state: it is rebuilt from the config, so a run can be extended (``--epoch_size``) on resume.
 """
 import math
 import os
@@ -13,73 +16,41 @@ import time
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import load_model_weights, read_checkpoint, read_checkpoint_meta
-from ..distributed import average_batch_norm_statistics, broadcast_parameters, parameters_divergence
+from ..checkpoint import is_meta_entry, load_model_weights, meta_of, read_checkpoint
+from ..distributed import (average_batch_norm_statistics, broadcast_object, broadcast_parameters,
+                           parameters_divergence)
+from ..data.dataset import check_data_dir
 from ..errors import UserError
 from ..models import create_model
+from ..models.factory import check_model_name
 from . import data_setup
-from .checkpoint_manager import CheckpointManager, probe_writable
+from .checkpoint_manager import CheckpointManager, RunLock, probe_writable
 from .evaluate import evaluate
 from .loss import create_loss
 from .optimizer import create_optimizer, set_global_step
-from .run_log import EpochRecords, Progress, setup_logging
+from .run_log import EpochRecords, Progress, keep_previous_version, setup_logging
 from .runtime import setup_runtime
 from .scheduler import create_scheduler
 from .train_step import TrainStep
 
-
-def _resolve_resume(args, manager):
-    if not args.resume:
-        return None
-    if str(args.resume).lower() == "auto":
-        return manager.find_latest()  # None: a fresh start
-    if not os.path.isfile(args.resume):
-        raise UserError(f"--resume file not found: {args.resume}. Pass an existing checkpoint, or --resume auto.")
-    return args.resume
+# Parameters derived from the config rather than trained: rebuilt on resume, never compared.
+_SCHEDULE_PARAMETERS = ("learning_rate",)
 
 
-def _restore(path, train_step, optimizer, logger):
-    """Load a full training checkpoint into the train-step cell; returns its metadata."""
-    arrays, meta = read_checkpoint(path), read_checkpoint_meta(path)
-    if "epoch" not in meta:
-        raise UserError(f"{path} holds no training state (epoch, step): it cannot be resumed from. "
-                        "Use --ckpt_path to fine-tune from it instead.")
-    params = {p.name: p for p in train_step.get_parameters()}
-    missing = [n for n in params if n not in arrays]
-    # scalars such as global_step may come back as shape () for a (1,) parameter: same size is fine
-    shape_bad = [n for n in params if n in arrays and np.size(arrays[n]) != int(np.prod(params[n].shape))]
-    if missing or shape_bad:
-        raise UserError(f"cannot resume from {path}: it does not match this run's model/optimizer "
-                        f"({len(missing)} missing, e.g. {missing[:3]}; {len(shape_bad)} of another shape, "
-                        f"e.g. {shape_bad[:3]}). Was it written by another --model or --opt?")
-    values = {n: np.reshape(arrays[n], params[n].shape).astype(arrays[n].dtype) for n in params}
-    ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in values.items()},
-                           strict_load=True)
-    logger.info("resumed from %s (epoch %s, %s steps done)", path, meta.get("epoch"), meta.get("steps_done"))
-    return meta
+# ---------------------------------------------------------------------------------- inputs
+def _check_inputs(args):
+    """The cheap checks, before MindSpore, the cluster or the data pipeline are touched."""
+    check_model_name(args.model)
+    if args.ckpt_path and not os.path.isfile(args.ckpt_path):
+        raise UserError(f"--ckpt_path file not found: {args.ckpt_path}. Pass an existing checkpoint, or drop "
+                        "--ckpt_path to train from scratch.")
+    check_data_dir(args.dataset, args.data_dir, args.train_split)
+    if args.val_while_train:
+        check_data_dir(args.dataset, args.data_dir, args.val_split)
 
 
-def train(args):
-    dist = setup_runtime(args)
-    rank, world = dist.rank, dist.world_size
-    main_process = rank == 0
-    save_dir = args.ckpt_save_dir
-    if main_process:
-        probe_writable(save_dir)
-    logger = setup_logging(os.path.join(save_dir, "logs"), rank, world, debug=getattr(args, "debug", False))
-    logger.info("mindcv_res2net training: model %s, %d rank(s) (%s), mode %s, device %s",
-                args.model, world, dist.launcher, "graph" if args.mode == 0 else "pynative", args.device_target)
-
-    # ------------------------------------------------------------------ data
-    train_data = data_setup.build_train(args, dist, epoch=0)
-    num_classes = data_setup.check_num_classes(args, train_data.class_names)
-    val_data = data_setup.build_val(args, dist) if args.val_while_train else None
-    steps_per_epoch = train_data.steps_per_epoch
-    if steps_per_epoch <= 0:
-        raise UserError(f"batch_size {args.batch_size} x {world} rank(s) is larger than the training set "
-                        f"({train_data.num_samples} images) with drop_remainder: lower --batch_size.")
-
-    # ------------------------------------------------------------------ model and optimizer
+# ---------------------------------------------------------------------------------- build
+def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
     net = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes,
                        in_channels=args.in_channels, drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
                        zero_init_last=args.zero_init_last)
@@ -91,7 +62,6 @@ def train(args):
         broadcast_parameters(net)  # identical starting weights on every rank, whatever the initialisers
     if getattr(args, "sync_bn", False):
         data_setup.convert_sync_bn(net, args, logger)
-    accumulation = int(args.gradient_accumulation_steps)
     lr = create_scheduler(
         steps_per_epoch, scheduler=args.scheduler, lr=args.lr, min_lr=args.min_lr,
         warmup_epochs=args.warmup_epochs, warmup_factor=args.warmup_factor, decay_epochs=args.decay_epochs,
@@ -104,31 +74,224 @@ def train(args):
     train_step = TrainStep(
         net, loss_fn, optimizer, amp_level=args.amp_level, loss_scale_type=args.loss_scale_type,
         loss_scale=args.loss_scale, drop_overflow_update=args.drop_overflow_update, clip_grad=args.clip_grad,
-        clip_value=args.clip_value, accumulation_steps=accumulation, ema=args.ema, ema_decay=args.ema_decay)
+        clip_value=args.clip_value, accumulation_steps=int(args.gradient_accumulation_steps), ema=args.ema,
+        ema_decay=args.ema_decay)
     train_step.set_train(True)
+    return net, lr, optimizer, train_step
 
+
+# ---------------------------------------------------------------------------------- start or resume
+def _resolve_resume(args, manager):
+    if not args.resume:
+        return None
+    if str(args.resume).lower() == "auto":
+        return manager.find_latest()  # None: a fresh start
+    if not os.path.isfile(args.resume):
+        raise UserError(f"--resume file not found: {args.resume}. Pass an existing checkpoint, or --resume auto.")
+    return args.resume
+
+
+def _preview(names, limit=3):
+    return ", ".join(map(str, names[:limit])) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def _restore(path, args, train_step, class_names, logger):
+    """Load a training checkpoint into the train-step cell after checking that it belongs to this
+    run's model, classes and optimizer; returns its metadata."""
+    entries = read_checkpoint(path)
+    meta = meta_of(entries)
+    if "epoch" not in meta:
+        raise UserError(f"{path} holds no training state (epoch, step): it cannot be resumed from. "
+                        "Use --ckpt_path to fine-tune from it instead.")
+    stored_model = meta.get("model")
+    if stored_model and stored_model != args.model:
+        raise UserError(f"cannot resume from {path}: it was written by a {stored_model} run and this run trains "
+                        f"{args.model}. Pass --model {stored_model}, or resume from a {args.model} checkpoint.")
+    stored_classes = meta.get("class_names")
+    if stored_classes is not None and list(stored_classes) != list(class_names):
+        diff = [f"#{i}: {a!r} vs {b!r}" for i, (a, b) in enumerate(zip(stored_classes, class_names)) if a != b]
+        raise UserError(f"cannot resume from {path}: its {len(stored_classes)} classes differ from the "
+                        f"{len(class_names)} of --data_dir ({_preview(diff) or 'one list is longer'}; checkpoint "
+                        "vs data). Resume with the data set the run was started on.")
+    params = {p.name: p for p in train_step.get_parameters()}
+    state = [n for n in params if n not in _SCHEDULE_PARAMETERS]
+    missing = [n for n in state if n not in entries]
+    # scalars such as global_step may come back as shape () for a (1,) parameter: same size is fine
+    shape_bad = [n for n in state if n in entries and np.size(entries[n]) != int(np.prod(params[n].shape))]
+    unexpected = [n for n, v in entries.items() if n not in params and not is_meta_entry(n, v)]
+    if missing or shape_bad or unexpected:
+        raise UserError(f"cannot resume from {path}: it does not match this run's model/optimizer "
+                        f"({len(missing)} missing, e.g. {missing[:3]}; {len(shape_bad)} of another shape, "
+                        f"e.g. {shape_bad[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]}). "
+                        "Was it written by another --model, --opt, --ema or --num_classes?")
+    values = {n: np.reshape(entries[n], params[n].shape).astype(entries[n].dtype) for n in state}
+    ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in values.items()},
+                           strict_load=True)
+    for name in _SCHEDULE_PARAMETERS:
+        if name in params and name in entries:
+            stored, now = np.asarray(entries[name]).reshape(-1), params[name].asnumpy().reshape(-1)
+            if stored.shape != now.shape or not np.array_equal(stored, now):
+                logger.info("the learning-rate schedule of this config (%d steps) differs from the one stored in "
+                            "%s (%d steps): continuing with this config's schedule", now.size, path, stored.size)
+    logger.info("resumed from %s (epoch %s, %s steps done)", path, meta.get("epoch"), meta.get("steps_done"))
+    return meta
+
+
+def _start_or_resume(args, manager, train_step, class_names, world, logger):
+    """Rank 0 decides: a fresh start or a resume (from which checkpoint, which epoch, which best
+    top-1), prepares the folder's index, and loads the state; every rank gets the decision and, on a
+    resume, rank 0's whole training state. Returns ``(start_epoch, best_top1, resumed_path)``."""
+    decision = None
+    if manager.enabled:
+        try:
+            path = _resolve_resume(args, manager)
+            if path:
+                meta = _restore(path, args, train_step, class_names, logger)
+                manager.continue_run(meta, path, overwrite=args.overwrite, logger=logger)
+                best = max(float(meta.get("best_top1", -1.0)), manager.best_top1_on_disk() or -1.0)
+                decision = {"path": path, "epoch": int(meta["epoch"]), "best_top1": best}
+            else:
+                if args.resume:
+                    logger.info("--resume auto: no checkpoint of %s in %s, starting from scratch",
+                                args.model, args.ckpt_save_dir)
+                manager.start_fresh(overwrite=args.overwrite, logger=logger)
+                decision = {"path": None, "epoch": 0, "best_top1": -1.0}
+        except UserError as exc:
+            if world == 1:
+                raise
+            decision = {"error": str(exc)}
+    if world > 1:
+        decision = broadcast_object(decision)
+        if "error" in decision:
+            raise UserError(decision["error"])
+        if decision["path"]:
+            broadcast_parameters(train_step)  # weights, moments, step, EMA, loss scale: rank 0's
+            if not manager.enabled:
+                logger.info("resumed at epoch %d with rank 0's state (%s)", decision["epoch"], decision["path"])
+    return decision["epoch"], decision["best_top1"], decision["path"]
+
+
+# ---------------------------------------------------------------------------------- one epoch
+def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process):
+    """One pass over ``train_data``; returns the epoch's row of metrics (train part)."""
+    steps_per_epoch = train_data.steps_per_epoch
+    progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epoch_size}", enabled=main_process)
+    epoch_start = time.time()
+    loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
+    window_start, window_images = time.time(), 0
+    t_fetch = time.time()
+    for step_in_epoch, (images, labels) in enumerate(train_data):
+        waited = time.time() - t_fetch
+        wait_time += waited
+        epoch_wait += waited
+        loss, overflow, scale = train_step(images, labels)
+        loss_value = float(loss.asnumpy())
+        if bool(overflow.asnumpy()):
+            if args.loss_scale_type != "dynamic":
+                raise UserError(
+                    f"the loss became {loss_value} (NaN/Inf) at epoch {epoch + 1}, step {step_in_epoch + 1}; "
+                    f"training stopped and the last good checkpoint in {args.ckpt_save_dir} is kept. Lower --lr, "
+                    "enable --clip_grad, or use --loss_scale_type dynamic with AMP.")
+            logger.warning("overflow at epoch %d step %d: update skipped, loss scale now %g",
+                           epoch + 1, step_in_epoch + 1, float(scale.asnumpy()))
+        else:
+            loss_sum += loss_value
+            loss_count += 1
+        window_images += images.shape[0] * world
+        global_step = epoch * steps_per_epoch + step_in_epoch
+        progress.update(f"loss {loss_value:.4f} lr {lr[global_step]:.5f}")
+        if (step_in_epoch + 1) % args.log_interval == 0 or step_in_epoch + 1 == steps_per_epoch:
+            elapsed = time.time() - window_start
+            loader_share = wait_time / max(elapsed, 1e-9)
+            loader_note = f"; loader alone {loader_rate:.0f} img/s" if loader_rate else ""
+            line = (f"epoch {epoch + 1}/{args.epoch_size} step {step_in_epoch + 1}/{steps_per_epoch} "
+                    f"loss {loss_value:.4f} lr {lr[global_step]:.6f} {window_images / elapsed:.1f} img/s "
+                    f"({world} rank(s){loader_note}; waiting for data {100 * loader_share:.0f}% of the time)")
+            (logger.debug if progress.active else logger.info)(line)
+            window_start, window_images, wait_time = time.time(), 0, 0.0
+        t_fetch = time.time()
+    progress.close()
+    epoch_time = time.time() - epoch_start
+    skipped = train_data.take_skipped_count()
+    if skipped:
+        logger.warning("epoch %d: %d unreadable image(s) skipped (see the warnings above)", epoch + 1, skipped)
+    if loss_count == 0:
+        logger.warning("epoch %d: every step overflowed; no update was applied and the train loss is NaN",
+                       epoch + 1)
+    return {"epoch": epoch + 1, "train_loss": loss_sum / loss_count if loss_count else math.nan,
+            "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1, len(lr) - 1)]),
+            "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
+            "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
+            "skipped_images": skipped}
+
+
+def _validate(net, val_data, ema, epoch, logger):
+    if ema is not None:
+        ema.swap()
+    metrics = evaluate(net, val_data)
+    if ema is not None:
+        ema.swap()
+    net.set_train(True)
+    logger.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %d images%s", epoch + 1,
+                100 * metrics["top1"], 100 * metrics["top5"], metrics["loss"], metrics["num_samples"],
+                " (EMA weights)" if ema is not None else "")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------- the run
+def train(args):
+    _check_inputs(args)
+    dist = setup_runtime(args)
+    rank, world = dist.rank, dist.world_size
+    main_process = rank == 0
+    save_dir = args.ckpt_save_dir
+    lock = None
+    if main_process:
+        probe_writable(save_dir)
+        lock = RunLock(save_dir).acquire()
+    try:
+        return _train(args, dist, save_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(args, dist, save_dir):
+    rank, world = dist.rank, dist.world_size
+    main_process = rank == 0
+    logger = setup_logging(os.path.join(save_dir, "logs"), rank, world, debug=getattr(args, "debug", False))
+    logger.info("mindcv_res2net training: model %s, %d rank(s) (%s), mode %s, device %s",
+                args.model, world, dist.launcher, "graph" if args.mode == 0 else "pynative", args.device_target)
+
+    train_data = data_setup.build_train(args, dist, epoch=0)
+    num_classes = data_setup.check_num_classes(args, train_data.class_names)
+    class_names = list(train_data.class_names)
+    val_data = data_setup.build_val(args, dist, class_names=class_names) if args.val_while_train else None
+    steps_per_epoch = train_data.steps_per_epoch
+    if steps_per_epoch <= 0:
+        raise UserError(f"batch_size {args.batch_size} x {world} rank(s) is larger than the training set "
+                        f"({train_data.num_samples} images) with drop_remainder: lower --batch_size.")
+
+    net, lr, optimizer, train_step = _build_train_step(args, num_classes, steps_per_epoch, world, logger)
     manager = CheckpointManager(save_dir, args.model, args.keep_checkpoint_max, args.ckpt_save_policy,
                                 enabled=main_process)
-    start_epoch, best_top1 = 0, -1.0
-    resume_path = _resolve_resume(args, manager)
-    if resume_path:
-        meta = _restore(resume_path, train_step, optimizer, logger)
-        start_epoch = int(meta["epoch"])
-        best_top1 = float(meta.get("best_top1", -1.0))
+    start_epoch, best_top1, resumed = _start_or_resume(args, manager, train_step, class_names, world, logger)
+    if resumed:
         set_global_step(optimizer, start_epoch * steps_per_epoch)
-    elif args.resume and str(args.resume).lower() == "auto":
-        logger.info("--resume auto: no checkpoint of %s in %s, starting from scratch", args.model, save_dir)
-    records = EpochRecords(save_dir, enabled=main_process, resume=bool(resume_path))
+    records = EpochRecords(save_dir, enabled=main_process, resume_epoch=start_epoch if resumed else None)
     if main_process:
         import config as config_module  # the top-level config.py
-        config_module.save_config(args, os.path.join(save_dir, "config.yaml"))
+        config_path = os.path.join(save_dir, "config.yaml")
+        kept = keep_previous_version(config_path, config_module.dump_config(args))
+        config_module.save_config(args, config_path)
+        if kept:
+            logger.info("the earlier config.yaml differs from this run's: kept as %s", kept)
 
     if args.dataset_sink_mode:
         logger.info("dataset_sink_mode: not used; batches are fed one step at a time (MindSpore has no sink "
                     "mode on CPU, and this trainer does not implement it for GPU / Ascend: results are the "
                     "same, host-to-device copies overlap less)")
     ema = getattr(train_step, "ema", None)
-    class_names = list(train_data.class_names)
     logger.info("%d training images, %d classes, %d steps/epoch x %d epochs, global batch %d",
                 train_data.num_samples, num_classes, steps_per_epoch, args.epoch_size, args.batch_size * world)
     # the loader's own speed, beside the step speed in the logs: which of the two limits training
@@ -138,53 +301,9 @@ def train(args):
         logger.info("data pipeline alone: %.0f img/s (%d rank(s), %d worker(s) each; measured before training)",
                     loader_rate, world, args.num_parallel_workers)
 
-    # ------------------------------------------------------------------ epochs
     for epoch in range(start_epoch, args.epoch_size):
         train_data = data_setup.build_train(args, dist, epoch=epoch)  # seeded per epoch (resume)
-        progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epoch_size}", enabled=main_process)
-        epoch_start = time.time()
-        loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
-        window_start, window_images = time.time(), 0
-        t_fetch = time.time()
-        for step_in_epoch, (images, labels) in enumerate(train_data):
-            waited = time.time() - t_fetch
-            wait_time += waited
-            epoch_wait += waited
-            loss, overflow, scale = train_step(images, labels)
-            loss_value = float(loss.asnumpy())
-            if bool(overflow.asnumpy()):
-                if args.loss_scale_type != "dynamic":
-                    raise UserError(
-                        f"the loss became {loss_value} (NaN/Inf) at epoch {epoch + 1}, step {step_in_epoch + 1}; "
-                        f"training stopped and the last good checkpoint in {save_dir} is kept. Lower --lr, "
-                        "enable --clip_grad, or use --loss_scale_type dynamic with AMP.")
-                logger.warning("overflow at epoch %d step %d: update skipped, loss scale now %g",
-                               epoch + 1, step_in_epoch + 1, float(scale.asnumpy()))
-            else:
-                loss_sum += loss_value
-                loss_count += 1
-            window_images += images.shape[0] * world
-            global_step = epoch * steps_per_epoch + step_in_epoch
-            progress.update(f"loss {loss_value:.4f} lr {lr[global_step]:.5f}")
-            if (step_in_epoch + 1) % args.log_interval == 0 or step_in_epoch + 1 == steps_per_epoch:
-                elapsed = time.time() - window_start
-                loader_share = wait_time / max(elapsed, 1e-9)
-                loader_note = f"; loader alone {loader_rate:.0f} img/s" if loader_rate else ""
-                line = (f"epoch {epoch + 1}/{args.epoch_size} step {step_in_epoch + 1}/{steps_per_epoch} "
-                        f"loss {loss_value:.4f} lr {lr[global_step]:.6f} {window_images / elapsed:.1f} img/s "
-                        f"({world} rank(s){loader_note}; waiting for data {100 * loader_share:.0f}% of the time)")
-                if not progress.active:
-                    logger.info(line)
-                else:
-                    logger.debug(line)
-                window_start, window_images, wait_time = time.time(), 0, 0.0
-            t_fetch = time.time()
-        progress.close()
-        epoch_time = time.time() - epoch_start
-        train_loss = loss_sum / max(loss_count, 1)
-        skipped = train_data.take_skipped_count()
-        if skipped:
-            logger.warning("epoch %d: %d unreadable image(s) skipped (see the warnings above)", epoch + 1, skipped)
+        row = _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process)
 
         # one model on every rank for validation and the checkpoint: BN statistics averaged over ranks
         average_batch_norm_statistics(net)
@@ -192,26 +311,14 @@ def train(args):
             divergence = parameters_divergence(net)  # 0 unless the gradient all-reduce is broken
             (logger.warning if divergence > 0 else logger.info)(
                 "epoch %d: largest weight difference between ranks %.3g", epoch + 1, divergence)
-        row = {"epoch": epoch + 1, "train_loss": train_loss, "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1,
-                                                                                    len(lr) - 1)]),
-               "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
-               "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
-               "skipped_images": skipped}
-        metrics = None
         is_last = epoch + 1 == args.epoch_size
+        metrics = None
         if val_data is not None and ((epoch + 1) % args.val_interval == 0 or is_last):
-            if ema is not None:
-                ema.swap()
-            metrics = evaluate(net, val_data)
-            if ema is not None:
-                ema.swap()
-            net.set_train(True)
+            metrics = _validate(net, val_data, ema, epoch, logger)
             row.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
-            logger.info("epoch %d: val top-1 %.2f%%, top-5 %.2f%%, loss %.4f on %d images%s", epoch + 1,
-                        100 * metrics["top1"], 100 * metrics["top5"], metrics["loss"], metrics["num_samples"],
-                        " (EMA weights)" if ema is not None else "")
         logger.info("epoch %d/%d done in %.1f s: train loss %.4f, %.1f img/s, waiting for data %.0f%% of the time",
-                    epoch + 1, args.epoch_size, epoch_time, train_loss, row["train_img_per_s"], row["data_wait_pct"])
+                    epoch + 1, args.epoch_size, row["epoch_time_s"], row["train_loss"], row["train_img_per_s"],
+                    row["data_wait_pct"])
         records.add(row)
 
         top1 = metrics["top1"] if metrics else None
@@ -221,13 +328,12 @@ def train(args):
         meta = {"epoch": epoch + 1, "steps_done": (epoch + 1) * steps_per_epoch, "model": args.model,
                 "num_classes": num_classes, "in_channels": args.in_channels, "best_top1": best_top1,
                 "class_names": class_names}
-        if (epoch + 1) % args.ckpt_save_interval == 0 or is_last:
-            path = manager.save(train_step, epoch + 1, steps_per_epoch, meta, metric=top1)
-            if path:
-                logger.info("saved %s", path)
-        if new_best:
-            manager.save_best(train_step, meta)
-            logger.info("new best val top-1 %.2f%%: saved %s", 100 * top1, manager.best_path)
+        path, best = manager.save(train_step, epoch + 1, steps_per_epoch, meta, metric=top1, new_best=new_best,
+                                  epoch_checkpoint=(epoch + 1) % args.ckpt_save_interval == 0 or is_last)
+        if best:
+            logger.info("new best val top-1 %.2f%%: saved %s", 100 * top1, best)
+        if path:
+            logger.info("saved %s", path)
 
     if main_process:
         plot = records.plot(os.path.join(save_dir, "curves.png"))

@@ -1,5 +1,6 @@
 """``create_model``: build any registered Res2Net variant, optionally with weights."""
 import copy
+import difflib
 
 from ..errors import UserError
 from .layers import POOL_TYPES
@@ -10,6 +11,14 @@ def _default_cfg(name):
     from . import res2net, res2net_dla
     cfgs = {**res2net.default_cfgs, **res2net_dla.default_cfgs}
     return copy.deepcopy(cfgs.get(name, {}))
+
+
+def check_model_name(name):
+    """Raise ``UserError`` (with the closest names) unless ``name`` is a model or alias of the zoo."""
+    if not is_model(name):
+        close = difflib.get_close_matches(str(name), list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UserError(f"unknown model {name!r}.{hint} See mindcv_res2net.list_models() for all names.")
 
 
 def create_model(name, pretrained=False, num_classes=1000, in_channels=3, checkpoint_path=None,
@@ -27,11 +36,7 @@ def create_model(name, pretrained=False, num_classes=1000, in_channels=3, checkp
         features_only, out_indices: return feature maps instead of logits.
         **kwargs: passed to the model (e.g. ``zero_init_last=True``).
     """
-    if not is_model(name):
-        import difflib
-        close = difflib.get_close_matches(name, list_models(), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise UserError(f"unknown model {name!r}.{hint} See mindcv_res2net.list_models() for all names.")
+    check_model_name(name)
     if num_classes is None or int(num_classes) < 0:
         raise UserError(f"num_classes must be >= 0, got {num_classes!r}")
     if int(in_channels) <= 0:

@@ -124,6 +124,9 @@ def slow_results(tmp_path_factory):
     cases = {
         "missing_data_dir": ("train.py", FAST + ["--data_dir", base / "no_such_data", "--ckpt_save_dir", ck("a")]),
         "missing_ckpt": ("validate.py", FAST + ["--data_dir", data, "--ckpt_path", base / "missing.ckpt"]),
+        # the checkpoint is checked first: before the data folder, the cluster and the data pipeline
+        "missing_ckpt_and_data": ("validate.py", FAST + ["--data_dir", base / "no_such_data",
+                                                         "--ckpt_path", base / "missing.ckpt"]),
         "other_arch": ("validate.py", FAST + ["--data_dir", data, "--model", "res2net50", "--num_classes", "2",
                                               "--ckpt_path", tiny_ckpt]),
         "unknown_model": ("train.py", FAST + ["--data_dir", data, "--model", "res2net5O", "--ckpt_save_dir", ck("b")]),
@@ -142,6 +145,11 @@ def test_missing_data_dir(slow_results):
 
 def test_missing_checkpoint(slow_results):
     assert_user_error(slow_results["missing_ckpt"], str(slow_results["_base"] / "missing.ckpt"))
+
+
+def test_missing_checkpoint_reported_before_missing_data(slow_results):
+    line = assert_user_error(slow_results["missing_ckpt_and_data"], str(slow_results["_base"] / "missing.ckpt"))
+    assert "no_such_data" not in line
 
 
 def test_checkpoint_of_another_architecture_lists_keys(slow_results):

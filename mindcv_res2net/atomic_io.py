@@ -1,0 +1,131 @@
+"""Crash-safe file writes: stage under a unique name in the target's folder, fsync, rename, fsync
+the folder.
+
+Every file the toolkit keeps (checkpoints, the checkpoint index, ``metrics.csv``, ``result.log``,
+``config.yaml``) goes through here, so that:
+
+- a kill at any moment leaves either the old file or the new one under the final name, never a
+  partial one;
+- two writers of the same file (two runs in one folder, every rank of a job) never delete or
+  overwrite each other's staging files: each staging name holds the process id and a random token;
+- a failed write or fsync (``EIO``, ``ENOSPC``) raises and keeps the old file: nothing is renamed
+  over it;
+- new files get the permissions the user's umask asks for (``0o666 & ~umask``).
+"""
+import os
+import uuid
+
+from .errors import UserError
+
+STAGING_MARK = ".staging-"
+
+
+def staging_path(path, suffix=""):
+    """A unique hidden name beside ``path`` for writing its next version (``suffix`` appended)."""
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def is_staging_name(name):
+    return STAGING_MARK in os.path.basename(name)
+
+
+def current_umask():
+    """The process umask, read without changing it where /proc allows (thread-safe)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode():
+    return 0o666 & ~current_umask()
+
+
+def fsync_file(path):
+    """fsync ``path``; an error propagates (the caller keeps the old file)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory):
+    """fsync a folder so a rename in it survives a power cut. Some file systems cannot fsync a
+    folder (EINVAL / EBADF / EACCES): that is not a write error and is ignored; any other error
+    (EIO, ENOSPC) propagates."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (22, 9, 13):  # EINVAL, EBADF, EACCES
+            raise
+    finally:
+        os.close(fd)
+
+
+def remove_quietly(*paths):
+    for path in paths:
+        try:
+            if os.path.lexists(path):
+                os.remove(path)
+        except OSError:
+            pass
+
+
+def write_error(path, exc, what="file"):
+    """The one message for a write that failed: names the file, the reason, and that the old one is kept."""
+    reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    return UserError(f"could not write {what} {path}: {reason}. Nothing was replaced: the previous "
+                     f"version (if any) is kept. Free disk space or fix the folder, then rerun "
+                     f"(with --resume auto to continue a training run).")
+
+
+def commit_staged(staged, path, what="file"):
+    """fsync ``staged``, give it the umask's permissions and rename it onto ``path``; on any error
+    remove ``staged``, keep ``path`` as it was and raise ``UserError`` naming it."""
+    try:
+        os.chmod(staged, default_file_mode())
+        fsync_file(staged)
+        os.replace(staged, path)
+    except OSError as exc:
+        remove_quietly(staged)
+        raise write_error(path, exc, what) from exc
+    try:
+        fsync_dir(os.path.dirname(os.path.abspath(path)))
+    except OSError as exc:
+        raise write_error(path, exc, what) from exc
+    return path
+
+
+def write_bytes_atomic(path, data, what="file"):
+    staged = staging_path(path)
+    try:
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        remove_quietly(staged)
+        raise write_error(path, exc, what) from exc
+    except BaseException:
+        remove_quietly(staged)
+        raise
+    return commit_staged(staged, path, what)
+
+
+def write_text_atomic(path, text, what="file"):
+    return write_bytes_atomic(path, text.encode("utf-8"), what)
