@@ -3,9 +3,10 @@
     python -m mindcv_res2net.convert SRC --model NAME --out DST.ckpt [--num-classes N] [--ema]
 
 SRC: a state dict of the official Res2Net release (``res2net50_26w_4s-06e79181.pth`` ...) or of
-timm (``res2net50d``, ``dla60_res2net`` ...; ``.pth`` / ``.bin`` / ``.safetensors``). ``.pth``
-files are read with ``torch.load(weights_only=True)`` (nothing but tensors is unpickled);
-``.safetensors`` need no torch.
+timm (``res2net50d``, ``dla60_res2net`` ...; ``.pth`` / ``.bin`` / ``.safetensors``). No torch is
+needed: ``.pth`` files (zip format of torch >= 1.6 and the legacy format of the official release) are
+read by ``pth_reader``, which unpickles nothing but tensors and plain containers, like
+``torch.load(weights_only=True)``.
 
 The mapping (checked against the parameters of ``create_model(NAME)``, shapes included):
 - ``state_dict`` / ``model`` wrappers and the ``module.`` prefix are removed; ``num_batches_tracked``
@@ -88,21 +89,26 @@ def _read_safetensors_manually(path):
 
 
 def _read_torch(path):
+    """A ``.pth`` file: read with ``pth_reader`` (no torch needed, identical arrays to ``torch.load``,
+    whether or not torch is installed, so a conversion gives the same checkpoint on every host).
+    Only where ``pth_reader`` cannot read a file (quantized or sparse tensors, tensor subclasses ...)
+    and torch is importable is ``torch.load(weights_only=True)`` tried; if that fails too, the
+    reader's message is raised."""
+    from .pth_reader import read_pth
+
+    try:
+        return read_pth(path)
+    except UserError as exc:
+        reader_error = exc
     try:
         import torch
-    except ImportError as exc:
-        raise UserError(f"reading {path} needs PyTorch, which is not installed: pip install torch "
-                        f"(the CPU build is enough), or convert a .safetensors file instead (timm publishes "
-                        f"model.safetensors on huggingface.co/timm), which needs no torch.") from exc
+    except ImportError:
+        raise reader_error from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        text = str(exc)
-        if "weights_only" in text or "Unpickl" in text or "GLOBAL" in text:
-            raise UserError(f"{path} holds pickled Python objects besides tensors, which are not unpickled for "
-                            f"safety (torch.load weights_only=True). Save only the state dict "
-                            f"(torch.save(model.state_dict(), f)) or use a .safetensors file.") from exc
-        raise UserError(f"could not read {path} with torch.load: {exc}. Is it a complete PyTorch file?") from exc
+    except Exception:
+        raise reader_error from None
+    _logger.info("%s: read with torch.load (without PyTorch: %s)", path, reader_error)
     return obj
 
 
