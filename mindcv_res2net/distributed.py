@@ -20,8 +20,8 @@ Failures are bounded. Cluster time-outs that MindSpore leaves long are given bou
 defaults when the user has not set them (``CLUSTER_ENV_DEFAULTS``). Under mpirun every rank
 also keeps one TCP connection to rank 0 (a watchdog, with TCP keep-alive and a per-job token;
 rank 0 listens only on the scheduler's candidate addresses, 127.0.0.1 for a one-host job):
-when a rank dies (killed, crashed), fails with an exception, or its host becomes unreachable, rank 0 prints
-``rank N died`` / ``rank N failed`` / ``rank N is unreachable`` and every rank exits with
+when a rank dies (killed, crashed), fails with an exception, or its host becomes unreachable,
+rank 0 prints ``rank N died`` / ``rank N failed`` / ``rank N is unreachable`` and every rank exits with
 status 1 at once (about 1 s; about 40 s for a vanished host) instead of waiting in a
 collective; mpirun itself also ends the job when a rank exits non-zero. A rank that never
 reaches ``init_distributed`` makes the others exit after ``MINDCV_RES2NET_INIT_TIMEOUT``
@@ -33,8 +33,8 @@ The scheduler child writes its log to ``$MINDCV_RES2NET_DIST_LOG_DIR`` (default:
 private directory, mode 0700, ``<tempdir>/mindcv_res2net_dist_XXXXXXXX``), file
 ``scheduler_<host>_<port>_<random>.log`` (created exclusively, mode 0600, never through a
 symlink); rank 0 prints the path once. A small supervisor process sits between rank 0 and the
-scheduler: if rank 0 dies the scheduler is killed at once; when rank 0 ends normally the scheduler is given
-``MINDCV_RES2NET_SCHED_GRACE`` seconds (default 60) to let the other ranks unregister.
+scheduler: if rank 0 dies the scheduler is killed at once; when rank 0 ends normally the
+scheduler is given ``MINDCV_RES2NET_SCHED_GRACE`` seconds (default 60) to let the other ranks unregister.
 
 Environment knobs (all optional): ``MINDCV_RES2NET_SCHED_HOST`` (address of rank 0's host
 that every rank can reach, for multi-homed hosts), ``MINDCV_RES2NET_SCHED_PORT``,
@@ -656,8 +656,9 @@ def _init_mpirun(target, log_dir):
                                "a stale MS_* variable in the environment may be the cause (unset "
                                "MS_NODE_ID / MS_WORKER_NUM)")
     if rank == 0:
+        watchdog = ", ".join(f"{addr}:{wport}" for addr, wport in bridge.bound)
         _say(f"rank 0: {size} ranks joined in {time.monotonic() - t_start:.1f} s "
-             f"(scheduler {sched_host}:{port}, log {bridge.sched_log})")
+             f"(scheduler {sched_host}:{port}, watchdog {watchdog}, log {bridge.sched_log})")
     return DistInfo(rank=rank, world_size=size, local_rank=local_rank, is_distributed=True,
                     launcher="mpirun", device_target=target or _current_device_target())
 

@@ -11,8 +11,10 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -204,6 +206,152 @@ def test_cluster_timeouts_are_bounded():
         assert 0 < int(dist.CLUSTER_ENV_DEFAULTS[key]) <= 120
 
 
+def test_broadcasts_are_no_ops_in_a_single_process(clean_state):  # pylint: disable=unused-argument,redefined-outer-name
+    obj = {"epoch": 2, "t": (1, 2)}
+    assert dist.broadcast_object(obj) is obj
+
+
+# ------------------------------------------------------------------------------------------
+# exposure of the mpirun bridge: watchdog address, scheduler log, who listens on the port
+# ------------------------------------------------------------------------------------------
+def test_watchdog_listens_on_the_job_address_only():
+    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    bridge.listen(["127.0.0.1"])  # what _init_mpirun offers when every rank is on this host
+    try:
+        assert [addr for addr, _ in bridge.bound] == ["127.0.0.1"]
+        assert [s.getsockname()[0] for s in bridge.listeners] == ["127.0.0.1"]
+        port = bridge.ports[0]
+        for addr in dist._local_ipv4_addresses():  # pylint: disable=protected-access
+            with pytest.raises(OSError):  # not reachable from another interface (another host)
+                socket.create_connection((addr, port), timeout=2).close()
+        # a peer joins through the listener with the job's token; a stranger without it does not
+        stranger = socket.create_connection(("127.0.0.1", port), timeout=2)
+        stranger.sendall(b"HELLO 1 not-the-token\n")
+        peer = dist._MpiBridge(1, 2)  # pylint: disable=protected-access
+        assert peer.connect_to_rank0(["127.0.0.1"], bridge.ports, bridge.token) == [0]
+        bridge.accept_peers(timeout=5)
+        assert sorted(bridge.peers) == [1] and not bridge.missing_peers() and not bridge.listeners
+        stranger.close()
+        peer.upstream.close()
+    finally:
+        bridge.close()
+
+
+def test_watchdog_falls_back_to_every_interface_only_for_a_foreign_address(capfd):
+    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    try:
+        bridge.listen(["127.0.0.1", "192.0.2.1"])  # the second: not this host's (MINDCV_RES2NET_SCHED_HOST behind NAT)
+        assert [addr for addr, _ in bridge.bound] == ["127.0.0.1", "0.0.0.0"]
+        assert "192.0.2.1" in capfd.readouterr().err
+    finally:
+        bridge.close()
+
+
+class _FakePopen:
+    """Stands in for the scheduler child: exits at once (poll() == 1), records its log file."""
+
+    def __init__(self, *args, **kwargs):  # pylint: disable=unused-argument
+        self.stdout_name = kwargs["stdout"].name
+        self.returncode, self.pid, self.stdin = 1, 0, None
+
+    def poll(self):
+        return self.returncode
+
+    def kill(self):
+        pass
+
+
+def test_scheduler_log_is_private_and_never_follows_a_symlink(tmp_path, monkeypatch):
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.delenv("MINDCV_RES2NET_DIST_LOG_DIR", raising=False)
+    monkeypatch.setattr(dist.subprocess, "Popen", _FakePopen)
+    port = 40123
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    # a symlink planted where an earlier version wrote the log: <tmp>/mindcv_res2net_dist/scheduler_<host>_<port>.log
+    planted_dir = tmp / "mindcv_res2net_dist"
+    planted_dir.mkdir()
+    (planted_dir / f"scheduler_{socket.gethostname()}_{port}.log").symlink_to(victim)
+    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    with pytest.raises(dist.DistributedError, match="exited with 1"):
+        bridge.start_scheduler("127.0.0.1", port, 2, None, timeout=5)
+    log = bridge.sched_log
+    assert victim.read_text() == "precious"
+    assert not os.path.islink(log) and os.path.dirname(log) != str(planted_dir)
+    assert os.path.dirname(os.path.dirname(log)) == str(tmp)
+    assert stat.S_IMODE(os.stat(os.path.dirname(log)).st_mode) == 0o700  # a private directory
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+    assert os.path.basename(log).startswith("scheduler_") and log.endswith(".log")
+
+    # a log directory the user chose: a name planted in it is not opened either
+    user_dir = tmp_path / "user_logs"
+    user_dir.mkdir()
+    monkeypatch.setenv("MINDCV_RES2NET_DIST_LOG_DIR", str(user_dir))
+    (user_dir / f"scheduler_{socket.gethostname()}_{port}.log").symlink_to(victim)
+    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    with pytest.raises(dist.DistributedError, match="exited with 1"):
+        bridge.start_scheduler("127.0.0.1", port, 2, None, timeout=5)
+    assert victim.read_text() == "precious"
+    assert os.path.dirname(bridge.sched_log) == str(user_dir) and not os.path.islink(bridge.sched_log)
+
+
+_LISTENER_CHILD = """
+import os, socket, sys, time
+port = int(sys.argv[1])
+if os.fork() == 0:  # as the scheduler supervisor: the listening process is its child
+    if port:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+    time.sleep(60)
+    os._exit(0)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc/net/tcp")
+def test_scheduler_is_not_taken_for_a_foreign_listener(tmp_path, monkeypatch):
+    started, real_popen = [], subprocess.Popen
+
+    def popen(port):
+        def fake(*args, **kwargs):  # pylint: disable=unused-argument
+            proc = real_popen([sys.executable, "-c", _LISTENER_CHILD, str(port)],  # pylint: disable=consider-using-with
+                                    stdout=kwargs["stdout"], stderr=subprocess.STDOUT, start_new_session=True)
+            started.append(proc)
+            return proc
+        return fake
+
+    foreign = socket.socket()
+    foreign.bind(("127.0.0.1", 0))
+    foreign.listen()
+    port = foreign.getsockname()[1]
+    try:
+        # another program holds the port and the scheduler child never listens: refused, naming the holder
+        monkeypatch.setattr(dist.subprocess, "Popen", popen(0))
+        bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+        with pytest.raises(dist.DistributedError) as err:
+            bridge.start_scheduler("127.0.0.1", port, 2, str(tmp_path / "logs"), timeout=3)
+        assert f"port {port} is held by another program (pid {os.getpid()}" in str(err.value), str(err.value)
+        # the scheduler child's own listener (in a process it forked) is recognised at once
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            free = probe.getsockname()[1]
+        monkeypatch.setattr(dist.subprocess, "Popen", popen(free))
+        bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+        bridge.start_scheduler("127.0.0.1", free, 2, str(tmp_path / "logs"), timeout=30)
+    finally:
+        foreign.close()
+        for proc in started:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            proc.wait()
+
+
 # ------------------------------------------------------------------------------------------
 # multi-process
 # ------------------------------------------------------------------------------------------
@@ -215,8 +363,10 @@ def test_mpirun_two_ranks_and_gradients_match_single_process(tmp_path):
     assert rc == 0, _tail(log)
     results = _check_basic(out, "mpirun")
     print(f"mpirun: 2 ranks, init_distributed {max(r['init_s'] for r in results):.1f} s, whole run {secs:.1f} s")
-    assert "scheduler 127.0.0.1:" in log  # rank 0 says where the scheduler and its log are
+    assert "scheduler 127.0.0.1:" in log and "watchdog 127.0.0.1:" in log  # rank 0 says where they listen
     assert list((tmp_path / "dist_logs").glob("scheduler_*.log"))
+    # one host: rank 0's watchdog listens on the loopback address only, not on every interface
+    assert results[0]["watchdog_bound"] and all(a == "127.0.0.1" for a, _ in results[0]["watchdog_bound"]), results[0]
 
     rc, log1, _, _ = _run([sys.executable, SCRIPT, "grads", out, "--graph"], _child_env(tmp_path), timeout=120)
     assert rc == 0, _tail(log1)
@@ -226,6 +376,36 @@ def test_mpirun_two_ranks_and_gradients_match_single_process(tmp_path):
     for name in single.files:
         np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
         np.testing.assert_allclose(ranks[0][name], single[name], rtol=1e-5, atol=1e-5)
+
+
+EXPECTED_OBJECT = {"epoch": 3, "path": "ckpt/r\u00e9s2net-3_12.ckpt", "best_top1": 0.1234567890123, "none": None,
+                   "list": [1, 2.5, "x", True, [None]], "big": 2 ** 70, "np_int": 5, "np_arr": [0, 1, 2],
+                   "tuple": [1, 2]}
+
+
+@needs_mpirun
+def test_mpirun_broadcasts_are_bit_exact_for_every_dtype(tmp_path):
+    """broadcast_parameters / broadcast_object, what a resume coordinated by rank 0 relies on."""
+    out = tmp_path / "out"
+    rc, log, secs, _ = _run(_mpirun_cmd(2, "bcast", out), _child_env(tmp_path), timeout=240)
+    assert rc == 0, _tail(log)
+    print(f"mpirun: 2 ranks, broadcasts {secs:.1f} s")
+    for r in range(2):
+        with open(out / f"bcast_rank{r}.json", encoding="utf-8") as fh:
+            res = json.load(fh)
+        # float32 -0.0, NaN payloads and subnormals; float16 / float64 / int64 extremes; bool; shape ()
+        assert res["exotic"] and all(res["exotic"].values()), (r, res["exotic"])
+        # a TrainStep (AdamW moments, global_step, loss scale, EMA, accumulation) ends equal to rank 0's
+        assert res["train_step_dtypes"] == ["float32", "int32"]
+        assert res["train_step_differs_before"] == (r != 0)
+        assert res["train_step_same_as_rank0"], r
+        assert res["divergence_after_steps"] == 0.0
+        assert res["object"] == EXPECTED_OBJECT
+        assert res["object_none"] is None and res["object_empty_str"] == ""
+        assert res["object_bad"].startswith("TypeError: broadcast_object: rank 0 cannot send its object as JSON")
+        assert "rank(s) 1 hold other parameters than rank 0" in res["mismatch"], res["mismatch"]
+    assert "p_w (2, 4) float32 here, p_w (2, 3) float32 on rank 0" in json.loads(
+        (out / "bcast_rank1.json").read_text())["mismatch"]
 
 
 @needs_msrun
@@ -335,8 +515,9 @@ def test_two_hosts_in_network_namespaces(tmp_path):
     env = _child_env(tmp_path, PYTHON=sys.executable)
     rc, log, _, _ = _run(["bash", NETNS_SCRIPT, str(out), "basic"], env, timeout=300)
     assert rc == 0, _tail(log)
-    _check_basic(out, "mpirun", local_ranks=[0, 0])  # one rank per "host"
+    results = _check_basic(out, "mpirun", local_ranks=[0, 0])  # one rank per "host"
     assert "scheduler 10.213.47.1:" in log  # rank 0's address on the veth, not 127.0.0.1
+    assert [a for a, _ in results[0]["watchdog_bound"]] == ["10.213.47.1"], results[0]
 
 
 def _ranks_running(out_dir):

@@ -10,8 +10,13 @@ grads:      gradients of a small Dense net (no BatchNorm) on a fixed global batc
             writes OUT_DIR/grads_rank<R>.npz (OUT_DIR/grads_single.npz when not distributed).
 die:        after init and a few all-reduces, rank --kill-rank dies; the others keep
             all-reducing (they must be stopped by the watchdog / launcher, not finish).
+bcast:      broadcast_parameters on parameters of every dtype (with -0.0, NaN payloads,
+            subnormals, extreme integers) and on a TrainStep cell (AdamW, dynamic loss scale,
+            EMA, accumulation) whose state differs per rank; broadcast_object; a rank whose
+            cell differs. Writes OUT_DIR/bcast_rank<R>.json.
 """
 import argparse
+import hashlib
 import json
 import os
 import signal
@@ -84,9 +89,126 @@ def mode_basic(info, out_dir, t_init):
                   counts_dtype=str(counts.dtype), scalar=float(scalar),
                   big=big.tolist(), big_dtype=str(big.dtype), bools=bools.tolist(), divergence_before=before,
                   divergence_after=after, same_as_rank0=same_as_rank0, init_s=t_init,
-                  ms_role=os.environ.get("MS_ROLE"))
+                  ms_role=os.environ.get("MS_ROLE"), watchdog_bound=_watchdog_bound())
     with open(os.path.join(out_dir, f"rank{r}.json"), "w", encoding="utf-8") as fh:
         json.dump(result, fh)
+
+
+def _watchdog_bound():
+    """Rank 0 under mpirun: the (address, port) pairs its watchdog listener was bound to."""
+    bridge = dist._STATE.get("bridge")  # pylint: disable=protected-access
+    bound = getattr(bridge, "bound", None) if bridge is not None else None
+    return [list(b) for b in bound] if bound is not None else None
+
+
+EXOTIC_DTYPES = ("float32", "float16", "float64", "int32", "int64", "int8", "uint8", "bool")
+
+
+def exotic_values(seed):
+    """One array per dtype; seed 0 (rank 0) includes the values a float sum would not keep."""
+    rng = np.random.RandomState(seed)
+    out = {}
+    for name in EXOTIC_DTYPES:
+        dtype = np.dtype(name)
+        if dtype == np.bool_:
+            arr = rng.rand(7) > 0.5
+        elif dtype.kind == "f":
+            arr = rng.normal(0, 3, 9).astype(dtype)
+            if seed == 0:
+                info = np.finfo(dtype)
+                arr[:8] = np.array([-0.0, np.inf, -np.inf, info.max, -info.tiny, info.tiny / 4, -info.tiny / 2,
+                                    1.0 / 3.0], np.float64).astype(dtype)
+                bits = arr.view({2: np.uint16, 4: np.uint32, 8: np.uint64}[dtype.itemsize])
+                bits[8] = {2: 0x7E01, 4: 0x7FC01234, 8: 0x7FF8000000ABCDEF}[dtype.itemsize]  # NaN, payload
+        else:
+            info = np.iinfo(dtype)
+            arr = rng.randint(-50, 50, 6).astype(dtype) if info.min < 0 else rng.randint(0, 50, 6).astype(dtype)
+            if seed == 0:
+                arr[:2] = [info.max, info.min]
+        out[name] = arr.reshape(-1, 1) if arr.size % 3 else arr.reshape(3, -1)
+    out["scalar_int32"] = np.array(123456789 if seed == 0 else seed, np.int32)  # shape (), as global_step
+    return out
+
+
+def _digest(params):
+    h = hashlib.sha256()
+    for p in params:
+        value = p.asnumpy()
+        h.update(f"{p.name}|{value.dtype.str}|{value.shape}|".encode())
+        h.update(np.ascontiguousarray(value).tobytes())
+    return h.hexdigest()
+
+
+class ExoticCell(nn.Cell):
+    def __init__(self, values):
+        super().__init__()
+        for name, value in values.items():
+            setattr(self, f"p_{name}", ms.Parameter(ms.Tensor(value), name=f"p_{name}", requires_grad=False))
+
+
+def _scramble(train_step, rank):
+    """Give every parameter of the cell a rank-dependent value (other weights, moments, step ...)."""
+    rng = np.random.RandomState(1000 + rank)
+    for p in train_step.get_parameters():
+        value = p.asnumpy()
+        if np.issubdtype(value.dtype, np.integer):
+            new = rng.randint(0, 1000, value.shape).astype(value.dtype) + rank
+        else:
+            new = rng.normal(0, 0.1, value.shape).astype(value.dtype)
+            if new.size and rank == 0:
+                new.reshape(-1)[0] = -0.0
+        p.set_data(ms.Tensor(new))
+
+
+def mode_bcast(info, out_dir):
+    from mindcv_res2net.engine import TrainStep, create_loss, create_optimizer  # pylint: disable=import-outside-toplevel
+    r = info.rank
+    result = {"rank": r}
+    # 1. every dtype, bit for bit
+    cell = ExoticCell(exotic_values(seed=r))
+    dist.broadcast_parameters(cell)
+    reference = exotic_values(seed=0)
+    result["exotic"] = {name: bool(getattr(cell, f"p_{name}").asnumpy().tobytes() == ref.tobytes()
+                                   and getattr(cell, f"p_{name}").asnumpy().dtype == ref.dtype)
+                        for name, ref in reference.items()}
+    # 2. a TrainStep with another state on every rank
+    net = make_net(seed=7)
+    opt = create_optimizer(net, opt="adamw", lr=np.full(20, 0.01, np.float32), weight_decay=0.01)
+    step = TrainStep(net, create_loss("CE"), opt, loss_scale_type="dynamic", loss_scale=1024.0,
+                     accumulation_steps=2, ema=True, ema_decay=0.9)
+    _scramble(step, r)
+    digest0 = dist.broadcast_object(_digest(step.get_parameters()) if r == 0 else None)
+    result["train_step_dtypes"] = sorted({str(p.asnumpy().dtype) for p in step.get_parameters()})
+    result["train_step_differs_before"] = _digest(step.get_parameters()) != digest0
+    dist.broadcast_parameters(step)
+    result["train_step_same_as_rank0"] = _digest(step.get_parameters()) == digest0
+    x, y = global_batch()
+    step.set_train(True)
+    for _ in range(2):  # the cell still trains after the broadcast, identically on every rank
+        step(ms.Tensor(x[:4]), ms.Tensor(y[:4]))
+    result["divergence_after_steps"] = dist.parameters_divergence(step)
+    # 3. broadcast_object
+    sent = {"epoch": 3, "path": "ckpt/r\u00e9s2net-3_12.ckpt", "best_top1": 0.1234567890123, "none": None,
+            "list": [1, 2.5, "x", True, [None]], "big": 2 ** 70, "np_int": np.int64(5), "np_arr": np.arange(3),
+            "tuple": (1, 2)}
+    result["object"] = dist.broadcast_object(sent if r == 0 else {"rank": r})
+    result["object_none"] = dist.broadcast_object(None if r == 0 else "other")
+    result["object_empty_str"] = dist.broadcast_object("" if r == 0 else "other")
+    try:
+        dist.broadcast_object({"bad": {1j}} if r == 0 else None)
+        result["object_bad"] = "no error"
+    except TypeError as exc:
+        result["object_bad"] = f"TypeError: {exc}"
+    # 4. a rank whose cell differs: every rank raises, none hangs
+    odd = ExoticCell({"w": np.zeros((2, 3 + r), np.float32)})
+    try:
+        dist.broadcast_parameters(odd)
+        result["mismatch"] = "no error"
+    except dist.DistributedError as exc:
+        result["mismatch"] = str(exc)
+    dist.barrier()
+    with open(os.path.join(out_dir, f"bcast_rank{r}.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 
 
 def mode_grads(info, out_dir):
@@ -141,7 +263,7 @@ def mode_die(info, out_dir, kill_rank, how):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", help="basic, grads, die, or a comma-separated list such as basic,grads")
+    parser.add_argument("mode", help="basic, grads, die, bcast, or a comma-separated list such as basic,grads")
     parser.add_argument("out_dir")
     parser.add_argument("--distribute", default="auto")
     parser.add_argument("--graph", action="store_true", help="GRAPH_MODE (as train.py's mode 0) before init")
@@ -169,6 +291,8 @@ def main():
             mode_grads(info, args.out_dir)
         elif mode == "die":
             mode_die(info, args.out_dir, args.kill_rank, args.kill_how)
+        elif mode == "bcast":
+            mode_bcast(info, args.out_dir)
         else:
             parser.error(f"unknown mode {mode}")
     if info.rank == args.linger_rank:
