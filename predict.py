@@ -3,6 +3,7 @@
     python predict.py --model res2net50 --pretrained photos/ cat.jpg --topk 5
     python predict.py --model res2net50_v1b --ckpt_path finetuned.ckpt images/ --json preds.json
     python predict.py --model res2net50 --ckpt_path r50.ckpt img.png --json -     # JSON on stdout
+    python predict.py --onnx_path res2net50.onnx photos/          # the exported file, in onnxruntime
 
 Inputs: image files and folders (searched recursively for image files, following symbolic
 links; each real folder is walked once, so link cycles end, and each file is listed once).
@@ -15,6 +16,10 @@ on stderr and skipped. The network runs inference-optimised (``optimize_for_infe
 
 Class names: ``--class_names FILE`` (one per line), else the names saved with a fine-tuned
 checkpoint, else the ImageNet-1k names for 1000-class models, else ``class_<i>``.
+
+Exported files: ``--onnx_path FILE`` (onnxruntime, ``pip install 'mindcv_res2net[deploy]'``) or
+``--mindir_path FILE`` (MindSpore) instead of ``--model`` and weights. The file's metadata (written
+by export.py) gives the model name, class names and preprocessing; the output is the same.
 A user's mistake prints one line (``error: ...``) and exits with status 2.
 """
 import argparse
@@ -22,79 +27,44 @@ import json
 import os
 import sys
 
+import numpy as np
+
+from mindcv_res2net.atomic_io import write_text_atomic
+from mindcv_res2net.class_names import resolve_class_names
 from mindcv_res2net.cli import run_main
+from mindcv_res2net.cli.options import BoolFlag, Parser, add_debug, add_device_target, positive_int
+from mindcv_res2net.data import decode
+from mindcv_res2net.data.decode import IMAGE_EXTENSIONS
 from mindcv_res2net.errors import UserError
-
-# as the data package's image folders (mindcv_res2net.data.dataset.IMAGE_EXTENSIONS)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif",
-                    ".tiff", ".webp", ".gif", ".jfif", ".jpe")
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False,
-               "off": False}
-_BOOL_FLAGS = ("--pretrained", "--ema")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UserError(f"{message} (see python predict.py --help)")
-
-
-def _positive_int(value):
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {value!r}")
-    return number
+from mindcv_res2net.runtimes import DeployedModel, check_deployed_path, open_deployed
 
 
 def build_parser():
-    parser = _Parser(prog="predict.py", description=__doc__.split("\n\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
-    parser.add_argument("--model", required=True, help="model name (see mindcv_res2net.list_models())")
+    parser.add_argument("--model", default=None,
+                        help="model name (see mindcv_res2net.list_models()); not needed with --onnx_path")
+    parser.add_argument("--onnx_path", default=None, help="an ONNX file written by export.py, run by onnxruntime")
+    parser.add_argument("--mindir_path", default=None, help="a MINDIR file written by export.py, run by MindSpore")
     parser.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint (ours or MindCV's) or PyTorch file")
-    parser.add_argument("--pretrained", action="store_true", help="use the published pretrained weights")
-    parser.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
-    parser.add_argument("--num_classes", type=_positive_int, default=None,
+    parser.add_argument("--pretrained", action=BoolFlag, help="use the published pretrained weights")
+    parser.add_argument("--ema", action=BoolFlag, help="use the checkpoint's EMA weights")
+    parser.add_argument("--num_classes", type=positive_int, default=None,
                         help="classifier outputs (default: the checkpoint's, else 1000)")
-    parser.add_argument("--in_channels", type=_positive_int, default=None,
+    parser.add_argument("--in_channels", type=positive_int, default=None,
                         help="input channels, 3 (RGB) or 1 (grey) (default: the checkpoint's, else 3)")
-    parser.add_argument("--image_size", type=_positive_int, default=None,
+    parser.add_argument("--image_size", type=positive_int, default=None,
                         help="crop size (default: the model's, 224; DLA: a multiple of 32)")
     parser.add_argument("--crop_pct", type=float, default=None, help="centre-crop fraction (default: the model's)")
-    parser.add_argument("--topk", type=_positive_int, default=5, help="classes shown per image")
-    parser.add_argument("--batch_size", type=_positive_int, default=8, help="images per forward pass")
+    parser.add_argument("--topk", type=positive_int, default=5, help="classes shown per image")
+    parser.add_argument("--batch_size", type=positive_int, default=8, help="images per forward pass")
     parser.add_argument("--class_names", default=None, help="text file with one class name per line")
     parser.add_argument("--json", default=None, help="also write the predictions as JSON to this file ('-': stdout)")
     parser.add_argument("--mode", type=int, choices=(0, 1), default=0, help="0: GRAPH_MODE, 1: PYNATIVE_MODE")
-    parser.add_argument("--device_target", default="auto", choices=("auto", "CPU", "GPU", "Ascend"),
-                        help="MindSpore device (auto: MindSpore's default)")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    add_device_target(parser)
+    add_debug(parser)
     return parser
-
-
-def _normalise_bool_flags(argv):
-    """Accept the config style ``--pretrained True`` / ``--pretrained=false`` next to plain ``--pretrained``."""
-    out = []
-    i = 0
-    argv = list(argv)
-    while i < len(argv):
-        arg = argv[i]
-        name, eq, value = arg.partition("=")
-        if name in _BOOL_FLAGS and eq:
-            if value.lower() not in _BOOL_WORDS:
-                raise UserError(f"{name} takes true or false, got {value!r}")
-            if _BOOL_WORDS[value.lower()]:
-                out.append(name)
-        elif arg in _BOOL_FLAGS and i + 1 < len(argv) and argv[i + 1].lower() in _BOOL_WORDS:
-            if _BOOL_WORDS[argv[i + 1].lower()]:
-                out.append(arg)
-            i += 1
-        else:
-            out.append(arg)
-        i += 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,8 +125,7 @@ class Preprocessor:
     """
 
     def __init__(self, image_size, in_channels, cfg, crop_pct=None):
-        from mindcv_res2net.data import decode
-        from mindcv_res2net.data.transforms import create_transforms
+        from mindcv_res2net.data.transforms import create_transforms  # imports MindSpore
 
         self._decode = decode
         self.in_channels = int(in_channels)
@@ -179,8 +148,6 @@ class Preprocessor:
     def load(self, path):
         """The decoded image as the model sees it before resizing: HxWx3 (RGB) or HxWx1 (grey) uint8.
         Raises ``BadImage`` (from the data package) for an unreadable file."""
-        import numpy as np
-
         dec = self._decode
         data = dec.read_file(path)
         if not data:
@@ -197,8 +164,6 @@ class Preprocessor:
 
     def __call__(self, path):
         """(CHW float32 array, None) or (None, reason)."""
-        import numpy as np
-
         try:
             image = self.load(path)
             for op in self.ops[self._first_after_decode:]:
@@ -216,8 +181,6 @@ class Preprocessor:
 # ------------------------------------------------------------------------------------------------
 
 def softmax(logits):
-    import numpy as np
-
     z = logits.astype(np.float64)
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -226,10 +189,13 @@ def softmax(logits):
 
 def predict_arrays(net, arrays, batch_size):
     """Logits for a list of CHW arrays, ``batch_size`` at a time; the last batch is padded to the
-    same shape (so graph mode compiles once) and the padding dropped."""
-    import numpy as np
+    same shape (so graph mode compiles once) and the padding dropped. ``net``: a MindSpore network
+    or a ``runtimes.DeployedModel`` (an exported file)."""
     import mindspore as ms
 
+    if isinstance(net, DeployedModel):  # any batch size: the file's own batch is handled by the model
+        outputs = [net(np.stack(arrays[i:i + batch_size])) for i in range(0, len(arrays), batch_size)]
+        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
     outputs = []
     for start in range(0, len(arrays), batch_size):
         chunk = arrays[start:start + batch_size]
@@ -243,8 +209,6 @@ def predict_arrays(net, arrays, batch_size):
 
 
 def top_k(probs, names, k):
-    import numpy as np
-
     k = min(k, probs.shape[1])
     results = []
     for row in probs:
@@ -274,24 +238,64 @@ def _write_json(result, target):
     if target == "-":
         sys.stdout.write(text + "\n")
         return
-    directory = os.path.dirname(os.path.abspath(target))
-    os.makedirs(directory, exist_ok=True)
-    tmp = target + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, target)
+    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
+    write_text_atomic(target, text + "\n", what="predictions file")
 
 
-def main(argv):
-    args = build_parser().parse_args(_normalise_bool_flags(argv))
-    if not args.inputs:
-        raise UserError("no images given: pass image files and/or folders, e.g. python predict.py --model "
-                        "res2net50 --pretrained photo.jpg")
+def _check_sources(args):
+    """Exactly one source of the model: --model with weights, or one exported file."""
+    files = [opt for opt, path in (("--onnx_path", args.onnx_path), ("--mindir_path", args.mindir_path)) if path]
+    if len(files) > 1:
+        raise UserError("pass one exported file: --onnx_path or --mindir_path, not both")
+    if files:
+        weights = [opt for opt, on in (("--ckpt_path", args.ckpt_path), ("--pretrained", args.pretrained),
+                                       ("--ema", args.ema)) if on]
+        if weights:
+            raise UserError(f"{files[0]} runs the exported file with the weights it holds: leave out {weights[0]}")
+        check_deployed_path(args.onnx_path or args.mindir_path, files[0])
+        return
+    if not args.model:
+        raise UserError("no model: pass --model NAME with --ckpt_path FILE or --pretrained, or an exported file "
+                        "with --onnx_path FILE")
     if not args.ckpt_path and not args.pretrained:
         raise UserError("no weights: pass --ckpt_path FILE (a MindSpore checkpoint, ours or MindCV's) or "
                         "--pretrained")
-    from mindcv_res2net.models import create_model, is_model
-    if not is_model(args.model):
+
+
+def _deployed_model(args, model_cfg_of):
+    """The exported file as ``(model, info)``, ``info`` as ``build_inference_model``'s."""
+    (model,) = open_deployed(args.onnx_path, args.mindir_path)
+    meta = model.metadata
+    name = meta.get("model_name") or args.model or os.path.basename(model.path)
+    if args.model and meta.get("model_name") and args.model != meta["model_name"]:
+        raise UserError(f"{model.path} holds a {meta['model_name']} model, not {args.model}: leave --model out")
+    channels, height, width = model.input_shape
+    if height != width:
+        raise UserError(f"{model.path} takes {height}x{width} images; predict.py feeds square images only")
+    for option, value, own in (("--image_size", args.image_size, height), ("--in_channels", args.in_channels, channels),
+                               ("--num_classes", args.num_classes, model.num_classes)):
+        if value is not None and value != own:
+            raise UserError(f"{option} {value} does not fit {model.path}, which has {own}: leave {option} out")
+    if not model.num_classes:
+        raise UserError(f"{model.path} has no classifier output (an exported backbone): predict.py needs one")
+    cfg = dict(model_cfg_of(name))
+    cfg.update({k: meta[k] for k in ("crop_pct", "interpolation", "mean", "std") if k in meta})
+    cfg["input_size"] = (channels, height, width)
+    info = {"model": name, "num_classes": model.num_classes, "in_channels": channels, "default_cfg": cfg,
+            "meta": {"class_names": meta.get("class_names")}, "weights": model.path}
+    return model, info
+
+
+def main(argv):
+    args = build_parser().parse_args(argv)
+    if not args.inputs:
+        raise UserError("no images given: pass image files and/or folders, e.g. python predict.py --model "
+                        "res2net50 --pretrained photo.jpg")
+    _check_sources(args)
+    from mindcv_res2net.models import is_model
+    from mindcv_res2net.models.factory import create_model
+    from mindcv_res2net.models.registry import get_model_cfg
+    if args.model and not is_model(args.model):
         create_model(args.model)  # the factory's UserError, with suggestions
     if args.class_names and not os.path.isfile(args.class_names):
         raise UserError(f"class-names file not found: {args.class_names}. Pass a text file with one class "
@@ -305,24 +309,28 @@ def main(argv):
 
     ms.set_context(mode=ms.GRAPH_MODE if args.mode == 0 else ms.PYNATIVE_MODE)
     if args.device_target != "auto":
-        ms.set_context(device_target=args.device_target)
+        ms.set_device(args.device_target)
 
-    from mindcv_res2net.class_names import resolve_class_names
-    from mindcv_res2net.inference import build_inference_model, check_image_size
+    from mindcv_res2net.deploy import build_inference_model, check_image_size
 
-    if args.image_size is not None:
-        check_image_size(args.model, args.image_size)
-    net, info = build_inference_model(args.model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
-                                      num_classes=args.num_classes, in_channels=args.in_channels,
-                                      use_ema=args.ema)
-    if info["num_classes"] <= 0:
-        raise UserError(f"checkpoint {args.ckpt_path} has no classifier (a backbone): predict.py needs one. "
-                        f"Pass --num_classes only with a checkpoint that holds that classifier.")
+    if args.onnx_path or args.mindir_path:
+        net, info = _deployed_model(args, lambda name: get_model_cfg(name).default_cfg() if is_model(name) else {})
+        size, source = info["default_cfg"]["input_size"][-1], net.path
+    else:
+        if args.image_size is not None:
+            check_image_size(args.model, args.image_size)
+        net, info = build_inference_model(args.model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
+                                          num_classes=args.num_classes, in_channels=args.in_channels,
+                                          use_ema=args.ema)
+        if info["num_classes"] <= 0:
+            raise UserError(f"checkpoint {args.ckpt_path} has no classifier (a backbone): predict.py needs one. "
+                            f"Pass --num_classes only with a checkpoint that holds that classifier.")
+        size = check_image_size(args.model, args.image_size or tuple(info["default_cfg"].get("input_size",
+                                                                                          (3, 224, 224)))[-1])
+        source = args.ckpt_path
     names = resolve_class_names(info["num_classes"], class_names_file=args.class_names,
-                                saved_names=info["meta"].get("class_names"), source=args.ckpt_path)
-    cfg = info["default_cfg"]
-    size = check_image_size(args.model, args.image_size or tuple(cfg.get("input_size", (3, 224, 224)))[-1])
-    preprocess = Preprocessor(size, info["in_channels"], cfg, crop_pct=args.crop_pct)
+                                saved_names=info["meta"].get("class_names"), source=source)
+    preprocess = Preprocessor(size, info["in_channels"], info["default_cfg"], crop_pct=args.crop_pct)
 
     kept, arrays, skipped = [], [], []
     for path in files:
@@ -339,7 +347,7 @@ def main(argv):
     logits = predict_arrays(net, arrays, args.batch_size)
     probs = softmax(logits)
     records = [{"file": path, "predictions": preds} for path, preds in zip(kept, top_k(probs, names, args.topk))]
-    result = {"model": args.model, "weights": info["weights"], "num_classes": info["num_classes"],
+    result = {"model": info["model"], "weights": info["weights"], "num_classes": info["num_classes"],
               "image_size": size, "topk": min(args.topk, info["num_classes"]), "predictions": records,
               "skipped": skipped}
     if args.json != "-":

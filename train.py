@@ -5,12 +5,11 @@
     python train.py -c CONFIG --resume auto        # continue an interrupted run
     python train.py -c CONFIG --dry_run            # print the resolved configuration
 """
+import config
 from mindcv_res2net.cli import run_main
 
 
 def main(argv):
-    import config
-
     args = config.parse_args(argv, script="train")
     if args.dry_run:
         print(config.dump_config(args), end="")

@@ -1,22 +1,31 @@
-"""Evaluate a checkpoint: top-1, top-5 and loss over every validation image.
+"""Evaluate a checkpoint, or the file it was exported to: top-1, top-5 and loss over every
+validation image.
 
     python validate.py -c configs/res2net/res2net_50_gpu.yaml --data_dir /path/to/imagenet --ckpt_path res2net50.ckpt
     python validate.py --model res2net50 --dataset fashion_mnist --data_dir data/fashion_mnist \
         --num_classes 10 --ckpt_path ckpt/fashion_mnist/res2net50_best.ckpt --json result.json
+    python validate.py --data_dir /path/to/imagenet --onnx_path res2net50.onnx            # onnxruntime
+    python validate.py --data_dir /path/to/imagenet --mindir_path res2net50.mindir        # MindSpore GraphCell
+    python validate.py --data_dir /path/to/imagenet --onnx_path res2net50.onnx --ckpt_path res2net50.ckpt
+
+An exported file brings its model name and preprocessing (image size, crop_pct, interpolation,
+mean, std) in its metadata; a key set on the command line or in the YAML file wins. With
+``--ckpt_path`` as well, both are evaluated on the same batches and reported; a file that gives an
+image another top-1 class than the checkpoint (beyond ties) ends the run with an error.
 """
+import config
 from mindcv_res2net.cli import run_main
+from mindcv_res2net.cli.options import given_keys
 
 
 def main(argv):
-    import config
-
     args = config.parse_args(argv, script="validate")
     if args.dry_run:
         print(config.dump_config(args), end="")
         return 0
     from mindcv_res2net.engine.validation import validate
 
-    validate(args)
+    validate(args, given_keys=given_keys(argv, args.config))
     return 0
 
 

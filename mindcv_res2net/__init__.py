@@ -5,18 +5,19 @@ The MindSpore-backed names are imported on first use, so that ``import mindcv_re
 """
 __version__ = "0.1.0"
 
+import importlib
+
 from .errors import UserError
 
 _LAZY = {
-    "create_model": ("models", "create_model"),
+    "create_model": ("models.factory", "create_model"),
     "list_models": ("models", "list_models"),
-    "optimize_for_inference": ("inference", "optimize_for_inference"),
+    "optimize_for_inference": ("models.inference", "optimize_for_inference"),
 }
 
 
 def __getattr__(name):
     if name in _LAZY:
-        import importlib
         module, attr = _LAZY[name]
         value = getattr(importlib.import_module(f".{module}", __name__), attr)
         globals()[name] = value

@@ -18,6 +18,8 @@ import uuid
 from .errors import UserError
 
 STAGING_MARK = ".staging-"
+# what a training run writes: a failed write of one of these is continued with --resume auto
+TRAINING_FILES = ("checkpoint", "checkpoint index", "metrics file", "result log")
 
 
 def staging_path(path, suffix=""):
@@ -86,9 +88,9 @@ def remove_quietly(*paths):
 def write_error(path, exc, what="file"):
     """The one message for a write that failed: names the file, the reason, and that the old one is kept."""
     reason = (exc.strerror or str(exc)) if isinstance(exc, OSError) else str(exc)
+    resume = " with --resume auto (the run continues from its last checkpoint)" if what in TRAINING_FILES else ""
     return UserError(f"could not write {what} {path}: {reason}. Nothing was replaced: the previous "
-                     f"version (if any) is kept. Free disk space or fix the folder, then rerun "
-                     f"(with --resume auto to continue a training run).")
+                     f"version (if any) is kept. Free disk space or fix the folder, then rerun{resume}.")
 
 
 def commit_staged(staged, path, what="file"):

@@ -14,6 +14,7 @@ for 1000 classes, else ``class_<i>``.
 import os
 
 from .errors import UserError
+from .checkpoint import read_checkpoint_meta
 
 _IMAGENET_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "imagenet_classes.txt")
 _cache = {}
@@ -47,7 +48,6 @@ def imagenet_class_names():
 
 
 def _names_from_checkpoint(ckpt_path):
-    from .checkpoint import read_checkpoint_meta
     return (read_checkpoint_meta(ckpt_path) or {}).get("class_names")
 
 

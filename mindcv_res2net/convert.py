@@ -22,15 +22,22 @@ The mapping (checked against the parameters of ``create_model(NAME)``, shapes in
 Anything else that does not fit is refused with the list of missing / unexpected / mismatched keys.
 """
 import argparse
+import json
 import logging
+import math
 import os
 import re
+import struct
 import sys
 from collections import OrderedDict
 
 import numpy as np
 
+from . import pth_reader
+from .checkpoint import fit_problems, save_checkpoint_atomic
+from .cli import run_main
 from .errors import UserError
+from .models.registry import get_model_cfg, is_model, list_models, model_entrypoint, resolve_name
 
 _logger = logging.getLogger(__name__)
 
@@ -60,9 +67,6 @@ def _read_safetensors(path):
 
 def _read_safetensors_manually(path):
     """A minimal safetensors reader (also for BF16, which numpy lacks): header JSON + raw data."""
-    import json
-    import struct
-
     dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
               "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
     with open(path, "rb") as f:
@@ -94,10 +98,8 @@ def _read_torch(path):
     Only where ``pth_reader`` cannot read a file (quantized or sparse tensors, tensor subclasses ...)
     and torch is importable is ``torch.load(weights_only=True)`` tried; if that fails too, the
     reader's message is raised."""
-    from .pth_reader import read_pth
-
     try:
-        return read_pth(path)
+        return pth_reader.read_pth(path)
     except UserError as exc:
         reader_error = exc
     try:
@@ -232,12 +234,17 @@ def _classifier_rows(state):
 _SHAPE_CACHE = {}
 
 
+def _check_model(model_name):
+    if not is_model(model_name):
+        raise UserError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+
+
 def model_param_shapes(model_name, num_classes=1000):
-    """``{name: shape}`` of ``create_model(model_name, num_classes)`` (cached)."""
-    key = (model_name, num_classes)
+    """``{name: shape}`` of the registered model ``model_name`` at ``num_classes`` (cached)."""
+    _check_model(model_name)
+    key = (resolve_name(model_name), num_classes)
     if key not in _SHAPE_CACHE:
-        from .models import create_model
-        net = create_model(model_name, num_classes=num_classes)
+        net = model_entrypoint(model_name)(num_classes=num_classes)
         _SHAPE_CACHE[key] = OrderedDict((n, tuple(p.shape)) for n, p in net.parameters_dict().items())
     return _SHAPE_CACHE[key]
 
@@ -341,18 +348,10 @@ def convert_state_dict(state_dict, model_name, num_classes=None, strict=True, ne
             continue
         mismatched.append((n, a, b))
     if missing or unexpected or mismatched:
-        problems = []
-        if missing:
-            problems.append(f"{len(missing)} missing ({_preview(missing)})")
-        if unexpected:
-            problems.append(f"{len(unexpected)} unexpected ({_preview(unexpected)})")
-        if mismatched:
-            problems.append(f"{len(mismatched)} with another shape ("
-                            + _preview([f"{n}: checkpoint {list(a)} vs model {list(b)}" for n, a, b in mismatched])
-                            + ")")
+        problems = fit_problems(missing, unexpected, mismatched)
         guess = guess_model_name({k: np.shape(v) for k, v in state.items()})
         hint = f" It looks like {guess} weights." if guess and guess != model_name else ""
-        message = (f"{label} does not fit model {model_name}: {', '.join(problems)}.{hint} Is it a checkpoint "
+        message = (f"{label} does not fit model {model_name}: {problems}.{hint} Is it a checkpoint "
                    f"of another architecture? Pass --model <its architecture>.")
         if strict:
             raise UserError(message)
@@ -362,52 +361,69 @@ def convert_state_dict(state_dict, model_name, num_classes=None, strict=True, ne
     return OrderedDict((n, out[n]) for n in model_shapes if n in out)  # the model's (MindCV's) order
 
 
-def _preview(names, limit=10):
-    names = list(names)
-    text = ", ".join(names[:limit])
-    if len(names) > limit:
-        text += f", ... {len(names) - limit} more"
-    return text
-
-
 # ----------------------------------------------------------------------------------------------
 # guessing the architecture from names and shapes
 # ----------------------------------------------------------------------------------------------
 
-_RES2NET_SIGNATURES = {
-    # (v1b, layer3 blocks, width of layer1's 3x3 convs, scale, groups) -> name
-    (False, 6, 26, 4, 1): "res2net50",
-    (False, 23, 26, 4, 1): "res2net101",
-    (False, 36, 26, 4, 1): "res2net152",
-    (False, 6, 26, 6, 1): "res2net50_26w_6s",
-    (False, 6, 26, 8, 1): "res2net50_26w_8s",
-    (False, 6, 48, 2, 1): "res2net50_48w_2s",
-    (False, 6, 14, 8, 1): "res2net50_14w_8s",
-    (False, 6, 32, 4, 8): "res2next50",
-    (True, 6, 26, 4, 1): "res2net50_v1b",
-    (True, 23, 26, 4, 1): "res2net101_v1b",
-    (True, 36, 26, 4, 1): "res2net152_v1b",
-}
+# What a state dict shows of a registered variant's ``ModelCfg.arch``, per family:
+#   res2net: v1b stem, blocks per stage, width of layer1's 3x3 convs, 3x3 convs per block, groups;
+#   res2net_dla: width of level2's 3x3 convs, 3x3 convs per block, groups.
+
+def _res2net_signature(arch):
+    width = int(math.floor(64 * (arch["base_width"] / 64.0))) * arch["cardinality"]  # layer1: 64 planes
+    return ("res2net", bool(arch["deep_stem"]), tuple(arch["layers"]), width, max(1, arch["scale"] - 1),
+            arch["cardinality"])
 
 
-def guess_model_name(shapes):
-    """The architecture a ``{name: shape}`` dict (PyTorch or MindSpore names) most likely belongs to,
-    or None."""
-    shapes = {(k[7:] if k.startswith("module.") else k): tuple(v) for k, v in shapes.items()}
+def _dla_signature(arch):
+    width = int(math.floor(arch["channels"][2] * (arch["base_width"] / 64.0)) * arch["cardinality"]) // 2
+    return ("res2net_dla", width, max(1, arch["scale"] - 1), arch["cardinality"])
+
+
+_FAMILY_SIGNATURES = {"res2net": _res2net_signature, "res2net_dla": _dla_signature}
+
+
+def registered_signatures():
+    """``{signature: name}`` of every registered variant of a family above (the first registered of
+    two identical architectures wins)."""
+    out = {}
+    for name in list_models(include_aliases=False, sort=False):
+        cfg = get_model_cfg(name)
+        if cfg.family not in _FAMILY_SIGNATURES:
+            continue
+        try:
+            out.setdefault(_FAMILY_SIGNATURES[cfg.family](cfg.arch), name)
+        except KeyError:  # a config without all of its family's arguments is not recognised
+            continue
+    return out
+
+
+def _indices(shapes, pattern):
+    return {int(m.group(1)) for k in shapes for m in [re.match(pattern, k)] if m}
+
+
+def _signature_of_state(shapes):
     if "base_layer.0.weight" in shapes:
         conv = shapes.get("level2.tree1.convs.0.weight")
         if conv is None:
             return None
-        return "res2next_dla60" if conv[0] != conv[1] else "res2net_dla60"
+        convs = _indices(shapes, r"^level2\.tree1\.convs\.(\d+)\.")
+        return ("res2net_dla", conv[0], len(convs), conv[0] // conv[1] if conv[1] else 1)
     conv = shapes.get("layer1.0.convs.0.weight")
     if conv is None:
         return None
-    v1b = "conv1.0.weight" in shapes
-    blocks = {int(m.group(1)) for k in shapes for m in [re.match(r"^layer3\.(\d+)\.", k)] if m}
-    convs = {int(m.group(1)) for k in shapes for m in [re.match(r"^layer1\.0\.convs\.(\d+)\.", k)] if m}
-    scale = len(convs) + 1 if convs else 1
+    layers = tuple(len(_indices(shapes, rf"^layer{i}\.(\d+)\.")) for i in range(1, 5))
+    convs = _indices(shapes, r"^layer1\.0\.convs\.(\d+)\.")
     groups = conv[0] // conv[1] if conv[1] else 1
-    return _RES2NET_SIGNATURES.get((v1b, len(blocks), conv[0], scale, groups))
+    return ("res2net", "conv1.0.weight" in shapes, layers, conv[0], len(convs), groups)
+
+
+def guess_model_name(shapes):
+    """The registered architecture a ``{name: shape}`` dict (PyTorch or MindSpore names) belongs to,
+    or None."""
+    shapes = {(k[7:] if k.startswith("module.") else k): tuple(v) for k, v in shapes.items()}
+    signature = _signature_of_state(shapes)
+    return None if signature is None else registered_signatures().get(signature)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -417,12 +433,7 @@ def guess_model_name(shapes):
 def convert_file(src, model_name, dst, num_classes=None, use_ema=False):
     """Convert the PyTorch / safetensors file ``src`` for ``model_name`` into the MindSpore
     checkpoint ``dst`` (written atomically). Returns ``(dst, notes)``."""
-    from .checkpoint import save_checkpoint_atomic
-    from .models.registry import is_model, resolve_name
-
-    if not is_model(model_name):
-        from .models import list_models
-        raise UserError(f"unknown model {model_name!r}; choose one of: {', '.join(list_models())}")
+    _check_model(model_name)
     state = read_state_dict_file(src, use_ema=use_ema)
     notes = []
     canonical = resolve_name(model_name)
@@ -468,5 +479,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    from .cli import run_main
     run_main(main, sys.argv[1:])

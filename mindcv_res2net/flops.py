@@ -25,6 +25,8 @@ import math
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = ["count_macs", "conv_macs", "dense_macs", "conv_output_hw", "format_macs"]
 
 
@@ -82,7 +84,6 @@ def _conv_stub(conv, record):
         ha, wa = _spatial_axes(conv)
         out_h, out_w = conv_output_hw(conv, int(x.shape[ha]), int(x.shape[wa]))
         if out_h <= 0 or out_w <= 0:
-            from .errors import UserError
             raise UserError(f"input too small for count_macs: a {tuple(conv.kernel_size)} convolution "
                             f"gets {int(x.shape[ha])}x{int(x.shape[wa])} px. Use a larger input_size")
         record.append(("conv", conv_macs(conv, out_h, out_w)))
@@ -126,7 +127,6 @@ def count_macs(net, input_size=(3, 224, 224), method="shapes", detail=False):
         raise ValueError(f"count_macs: method must be 'shapes' or 'hooks', got {method!r}")
     input_size = tuple(int(v) for v in input_size)
     if len(input_size) != 3 or min(input_size) <= 0:
-        from .errors import UserError
         raise UserError(f"input_size must be (channels, height, width) with positive values: {input_size}")
 
     record = []

@@ -7,14 +7,19 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
-REFERENCE_DIR = os.path.join(os.path.dirname(ROOT), "shared", "reference")
+# Published reference facts the tests check against (key lists with shapes; see data/README.md),
+# shipped with the tests so that every test runs on any clone.
+REFERENCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+# Debian's dataset-fashion-mnist (the raw IDX files that ``data.prepare`` reads).
+FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(autouse=True)
 def _pynative_by_default():
     """Each test starts in PyNative mode on CPU (fast for small nets); graph tests switch themselves."""
     import mindspore as ms
-    ms.set_context(mode=ms.PYNATIVE_MODE, device_target="CPU")
+    ms.set_context(mode=ms.PYNATIVE_MODE)
+    ms.set_device("CPU")
     ms.set_seed(0)
     yield
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -30,6 +35,24 @@ def graph_mode():
 
 @pytest.fixture
 def reference_dir():
-    if not os.path.isdir(REFERENCE_DIR):
-        pytest.skip(f"reference facts not found at {REFERENCE_DIR}")
+    """tests/data: the published key lists (``res2net_keys/<model>.tsv``)."""
     return REFERENCE_DIR
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_subset(tmp_path_factory):
+    """``fashion_mnist_subset(limit)``: the path of an image folder (train/ and val/) holding the
+    first ``limit`` images of Fashion-MNIST per split, made once per limit in this pytest run.
+    Skips the test when Debian's dataset-fashion-mnist is not installed."""
+    made = {}
+
+    def make(limit):
+        if not os.path.isdir(FASHION_MNIST):
+            pytest.skip("Debian's dataset-fashion-mnist is not installed (bash scripts/setup.sh installs it)")
+        if limit not in made:
+            from mindcv_res2net.data.prepare import prepare
+            out = tmp_path_factory.mktemp(f"fashion{limit}")
+            prepare("fashion_mnist", str(out), limit=limit, log=lambda *a, **k: None)
+            made[limit] = str(out)
+        return made[limit]
+    return make

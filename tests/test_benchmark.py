@@ -1,6 +1,6 @@
 """benchmark.py, mindcv_res2net.flops and mindcv_res2net.bench_torch: correctness only, never speed.
 
-The expected numbers are the published ones (docs: shared/reference/README.md): parameter counts,
+The expected numbers are the published ones (tests/data/README.md): parameter counts,
 and MACs at 224 px (convolutions + classifier) as given to three decimals in G.
 Tiny settings (32 px, batch 2, 1-2 steps) keep every run short on 2 CPU cores.
 """
@@ -43,8 +43,8 @@ def _env():
     return env
 
 
-def _run(args, tmp_path, timeout=900):
-    return subprocess.run([sys.executable, BENCHMARK] + list(args), cwd=str(tmp_path), env=_env(),
+def _run(args, tmp_path, timeout=900, env=None):
+    return subprocess.run([sys.executable, BENCHMARK] + list(args), cwd=str(tmp_path), env=env or _env(),
                           capture_output=True, text=True, timeout=timeout)
 
 
@@ -184,6 +184,7 @@ _RESULT_FIELDS = ("implementation", "available", "images_per_sec", "ms_per_step"
                   "peak_rss_mb", "device_peak_mb", "precision")
 
 
+@pytest.mark.slow
 def test_train_run_writes_json(tmp_path):
     proc = _run(["--task", "train", "--image_size", "32", "--batch_size", "2", "--steps", "1", "--warmup", "1",
                  "--json", "out.json"], tmp_path)
@@ -205,6 +206,7 @@ def test_train_run_writes_json(tmp_path):
     assert report["macs_per_image"] == 88_846_336  # res2net50 at 32 px, from count_macs
 
 
+@pytest.mark.slow
 def test_compare_mindcv_reports_a_ratio(tmp_path):
     pytest.importorskip("mindcv")
     proc = _run(["--task", "infer", "--mode", "1", "--image_size", "32", "--batch_size", "2", "--steps", "2",
@@ -226,6 +228,82 @@ def test_compare_mindcv_reports_a_ratio(tmp_path):
             assert results["torch"].get("available") or "reason" in results["torch"]
     if results.get("ours_optimized", {}).get("available"):
         assert "ours_optimized/mindcv" in report["ratios"]
+
+
+def _printed(stdout, name):
+    """The img/s cell of ``name``'s row and the printed ratios {name: text} of a speed run."""
+    row = next(line for line in stdout.splitlines() if line.startswith(f"| {name} |"))
+    ratio_line = next(line for line in stdout.splitlines() if line.startswith("img/s ratios"))
+    ratios = dict(part.split(" = ") for part in ratio_line.split(": ", 1)[1].split(", "))
+    return row.split("|")[2].strip(), ratios
+
+
+def test_compare_onnxruntime_row_and_ratios(tmp_path):
+    """Our model exported to ONNX (variable batch) and run by onnxruntime is a row of the same run,
+    with MindSpore's thread count, and its ratios agree with the img/s figures (JSON and printed)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    env = dict(_env(), TMPDIR=str(tmp_path))  # the temporary ONNX file must not be left behind
+    proc = _run(["--task", "infer", "--mode", "1", "--image_size", "32", "--batch_size", "2", "--steps", "2",
+                 "--warmup", "0", "--compare", "onnxruntime", "--json", "out.json"], tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "out.json") as f:
+        report = json.load(f)
+    results, ratios = report["results"], report["ratios"]
+    ort = results["onnxruntime"]
+    assert ort["available"] and len(ort["times_ms"]) == 2 and ort["images_per_sec"] > 0
+    assert "onnxruntime" in ort["implementation"] and report["environment"]["onnxruntime"]
+    threads = [n for n in ort["notes"] if "intra-op threads" in n]
+    assert threads and "variable batch" in threads[0]
+    used, mindspore_threads = threads[0].split("intra-op threads: ")[1].split(" (MindSpore's runtime_num_threads: ")
+    assert used == mindspore_threads.rstrip(")")  # onnxruntime runs on as many threads as MindSpore
+    for other in ("ours", "ours_optimized"):
+        assert ratios[f"onnxruntime/{other}"] == pytest.approx(ort["images_per_sec"] / results[other]["images_per_sec"])
+    assert "ours/onnxruntime" not in ratios
+    printed_ips, printed_ratios = _printed(proc.stdout, "onnxruntime")
+    assert printed_ips == f"{ort['images_per_sec']:.2f}"
+    ours_ips = float(_printed(proc.stdout, "ours")[0])
+    assert printed_ratios["onnxruntime/ours"] == f"{ratios['onnxruntime/ours']:.2f}"
+    assert float(printed_ratios["onnxruntime/ours"]) == pytest.approx(float(printed_ips) / ours_ips, rel=0.02, abs=0.01)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(("r2bench", ".export_tmp"))]
+
+
+def test_onnxruntime_ratios_to_mindcv_and_ours():
+    """A deployed row is compared with every reference and with each of ours (never the reverse)."""
+    from mindcv_res2net.benchmark.speed import _ratios
+    ips = {"ours": 10.0, "ours_optimized": 15.0, "mindcv": 8.0, "torch": 12.0, "onnxruntime": 24.0}
+    ratios = _ratios({name: {"images_per_sec": v} for name, v in ips.items()})
+    assert ratios["onnxruntime/mindcv"] == 3.0 and ratios["onnxruntime/torch"] == 2.0
+    assert ratios["onnxruntime/ours"] == 2.4 and ratios["onnxruntime/ours_optimized"] == 1.6
+    assert ratios["ours/mindcv"] == 1.25 and ratios["ours_optimized/ours"] == 1.5
+    assert not any(k.endswith("/onnxruntime") for k in ratios)
+
+
+def test_onnxruntime_missing_is_reported_unavailable(tmp_path):
+    """Without onnxruntime (hidden in a subprocess) the row is 'not available' with the reason and
+    the install command; the other implementations are measured as usual."""
+    code = (
+        "import json, sys\n"
+        "sys.modules['onnxruntime'] = None  # import onnxruntime now fails as if it were not installed\n"
+        "import benchmark\n"
+        "args = benchmark.build_parser().parse_args(sys.argv[1:])\n"
+        "args.argv = sys.argv[1:]\n"
+        "benchmark._validate(args)\n"
+        "runners, unavailable = benchmark.make_runners(args, [])\n"
+        "print(json.dumps({'names': [r.name for r in runners], 'unavailable': unavailable}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, "--task", "infer", "--compare", "onnxruntime"],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["names"] == ["ours", "ours_optimized"]
+    reason = out["unavailable"]["onnxruntime"]
+    assert "onnxruntime is not installed" in reason and "pip install" in reason and "\n" not in reason
+
+    from mindcv_res2net.benchmark.speed import speed_markdown
+    report = {"results": {"onnxruntime": {"available": False, "reason": reason}}, "ratios": {},
+              "peak_rss_mb": 1.0, "notes": []}
+    assert f"| onnxruntime | not available: {reason} |" in speed_markdown(report)
 
 
 def _bench_args(argv):
@@ -289,6 +367,7 @@ def test_unknown_model_exits_2_with_one_line(tmp_path):
     (["--amp_level", "O5"], ["amp_level"]),
     (["--mode", "3"], ["mode"]),
     (["--task", "data", "--compare", "mindcv"], ["--compare"]),
+    (["--compare", "onnxruntime"], ["onnxruntime", "--task infer"]),
     (["--task", "fit"], ["--task"]),
 ])
 def test_user_errors(argv, words):
@@ -310,7 +389,7 @@ def test_bench_torch_matches_the_functional_reference(name):
     torch = pytest.importorskip("torch")
     import torch_reference as ref
 
-    from mindcv_res2net.bench_torch import create_torch_model
+    from benchmarks.bench_torch import create_torch_model
     model = create_torch_model(name)
     state = ref.make_state_dict(name, layout="timm")
     model.load_state_dict(state, strict=True)  # the official / timm keys and shapes

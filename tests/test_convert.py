@@ -2,8 +2,8 @@
 those of an independent torch.nn.functional reference (tests/torch_reference.py) on random
 weights and random BN statistics, plus the converter's file handling and error messages.
 
-The worst relative difference per variant, max|diff| / max|logit|, is printed at the end of the
-session and written to $MINDCV_RES2NET_PARITY_REPORT (JSON) when that is set.
+The worst relative difference per variant, max|diff| / max|logit|, is printed after this module's
+tests and written to $MINDCV_RES2NET_PARITY_REPORT (JSON) when that is set.
 """
 import json
 import logging
@@ -15,9 +15,12 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError, create_model
-from mindcv_res2net.checkpoint import load_model_weights, read_checkpoint_meta
+from mindcv_res2net.checkpoint import read_checkpoint_meta
+from mindcv_res2net.weights import load_model_weights
 from mindcv_res2net.convert import (convert_file, convert_state_dict, guess_model_name, main,
                                     read_state_dict_file)
+
+from helpers import rel_diff
 
 TOL = 1e-4
 
@@ -73,10 +76,6 @@ def parity_report(request):
             json.dump(_RESULTS, f, indent=1, sort_keys=True)
 
 
-def _relative_diff(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 @pytest.mark.torch
 @pytest.mark.parametrize("name,size,batch,layout", PARITY_CASES)
 def test_logits_match_torch_reference(name, size, batch, layout, R, torch, request):
@@ -93,7 +92,7 @@ def test_logits_match_torch_reference(name, size, batch, layout, R, torch, reque
     if layout == "official":
         assert any("'project' layers" in n for n in notes)  # the unused ones, dropped
     out = net(ms.Tensor(x)).asnumpy()
-    rel = _relative_diff(out, ref)
+    rel = rel_diff(ref, out)
     _RESULTS[request.node.callspec.id] = rel
     assert out.shape == ref.shape == (batch, 1000)
     assert rel < TOL, f"{name} at {size}px: max|diff|/max|logit| = {rel:.3g}"
@@ -103,7 +102,8 @@ def test_logits_match_torch_reference(name, size, batch, layout, R, torch, reque
 # layouts: the reference agrees with the published key lists, converter output = model names
 # ------------------------------------------------------------------------------------------------
 
-KEYS_DIR = os.environ.get("RES2NET_KEYS_DIR", "/work/shared/reference/res2net_keys")
+KEYS_DIR = os.environ.get("RES2NET_KEYS_DIR",
+                          os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "res2net_keys"))
 
 
 def _tsv(name):
@@ -172,7 +172,7 @@ def test_pth_file_with_wrappers_through_cli_and_timm_name(R, torch, tmp_path, ca
     net = create_model(name, checkpoint_path=str(dst))
     net.set_train(False)
     x = np.random.default_rng(0).standard_normal((1, 3, 64, 64), dtype=np.float32)
-    assert _relative_diff(net(ms.Tensor(x)).asnumpy(), R.forward(name, sd, x).numpy()) < TOL
+    assert rel_diff(R.forward(name, sd, x).numpy(), net(ms.Tensor(x)).asnumpy()) < TOL
     # a PyTorch file given straight to create_model is converted on the fly
     net2 = create_model(name, checkpoint_path=str(src))
     net2.set_train(False)

@@ -21,6 +21,8 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import distributed as dist
+from mindcv_res2net.distributed import mpi_bridge
+from mindcv_res2net.distributed import state as dist_state
 from mindcv_res2net.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -136,9 +138,9 @@ def _assert_no_survivor(out_dir):
 def clean_state(monkeypatch):
     for key in LAUNCH_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setitem(dist._STATE, "info", dist.DistInfo())  # pylint: disable=protected-access
-    monkeypatch.setitem(dist._STATE, "initialized", False)  # pylint: disable=protected-access
-    monkeypatch.setitem(dist._STATE, "bridge", None)  # pylint: disable=protected-access
+    monkeypatch.setitem(dist_state.STATE, "info", dist.DistInfo())
+    monkeypatch.setitem(dist_state.STATE, "initialized", False)
+    monkeypatch.setitem(dist_state.STATE, "bridge", None)
     yield monkeypatch
 
 
@@ -215,19 +217,19 @@ def test_broadcasts_are_no_ops_in_a_single_process(clean_state):  # pylint: disa
 # exposure of the mpirun bridge: watchdog address, scheduler log, who listens on the port
 # ------------------------------------------------------------------------------------------
 def test_watchdog_listens_on_the_job_address_only():
-    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
     bridge.listen(["127.0.0.1"])  # what _init_mpirun offers when every rank is on this host
     try:
         assert [addr for addr, _ in bridge.bound] == ["127.0.0.1"]
         assert [s.getsockname()[0] for s in bridge.listeners] == ["127.0.0.1"]
         port = bridge.ports[0]
-        for addr in dist._local_ipv4_addresses():  # pylint: disable=protected-access
+        for addr in mpi_bridge._local_ipv4_addresses():  # pylint: disable=protected-access
             with pytest.raises(OSError):  # not reachable from another interface (another host)
                 socket.create_connection((addr, port), timeout=2).close()
         # a peer joins through the listener with the job's token; a stranger without it does not
         stranger = socket.create_connection(("127.0.0.1", port), timeout=2)
         stranger.sendall(b"HELLO 1 not-the-token\n")
-        peer = dist._MpiBridge(1, 2)  # pylint: disable=protected-access
+        peer = mpi_bridge._MpiBridge(1, 2)  # pylint: disable=protected-access
         assert peer.connect_to_rank0(["127.0.0.1"], bridge.ports, bridge.token) == [0]
         bridge.accept_peers(timeout=5)
         assert sorted(bridge.peers) == [1] and not bridge.missing_peers() and not bridge.listeners
@@ -238,7 +240,7 @@ def test_watchdog_listens_on_the_job_address_only():
 
 
 def test_watchdog_falls_back_to_every_interface_only_for_a_foreign_address(capfd):
-    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
     try:
         bridge.listen(["127.0.0.1", "192.0.2.1"])  # the second: not this host's (MINDCV_RES2NET_SCHED_HOST behind NAT)
         assert [addr for addr, _ in bridge.bound] == ["127.0.0.1", "0.0.0.0"]
@@ -266,7 +268,7 @@ def test_scheduler_log_is_private_and_never_follows_a_symlink(tmp_path, monkeypa
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     monkeypatch.delenv("MINDCV_RES2NET_DIST_LOG_DIR", raising=False)
-    monkeypatch.setattr(dist.subprocess, "Popen", _FakePopen)
+    monkeypatch.setattr(mpi_bridge.subprocess, "Popen", _FakePopen)
     port = 40123
     victim = tmp_path / "victim.txt"
     victim.write_text("precious")
@@ -274,7 +276,7 @@ def test_scheduler_log_is_private_and_never_follows_a_symlink(tmp_path, monkeypa
     planted_dir = tmp / "mindcv_res2net_dist"
     planted_dir.mkdir()
     (planted_dir / f"scheduler_{socket.gethostname()}_{port}.log").symlink_to(victim)
-    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
     with pytest.raises(dist.DistributedError, match="exited with 1"):
         bridge.start_scheduler("127.0.0.1", port, 2, None, timeout=5)
     log = bridge.sched_log
@@ -290,7 +292,7 @@ def test_scheduler_log_is_private_and_never_follows_a_symlink(tmp_path, monkeypa
     user_dir.mkdir()
     monkeypatch.setenv("MINDCV_RES2NET_DIST_LOG_DIR", str(user_dir))
     (user_dir / f"scheduler_{socket.gethostname()}_{port}.log").symlink_to(victim)
-    bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+    bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
     with pytest.raises(dist.DistributedError, match="exited with 1"):
         bridge.start_scheduler("127.0.0.1", port, 2, None, timeout=5)
     assert victim.read_text() == "precious"
@@ -330,8 +332,8 @@ def test_scheduler_is_not_taken_for_a_foreign_listener(tmp_path, monkeypatch):
     port = foreign.getsockname()[1]
     try:
         # another program holds the port and the scheduler child never listens: refused, naming the holder
-        monkeypatch.setattr(dist.subprocess, "Popen", popen(0))
-        bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+        monkeypatch.setattr(mpi_bridge.subprocess, "Popen", popen(0))
+        bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
         with pytest.raises(dist.DistributedError) as err:
             bridge.start_scheduler("127.0.0.1", port, 2, str(tmp_path / "logs"), timeout=3)
         assert f"port {port} is held by another program (pid {os.getpid()}" in str(err.value), str(err.value)
@@ -339,8 +341,8 @@ def test_scheduler_is_not_taken_for_a_foreign_listener(tmp_path, monkeypatch):
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             free = probe.getsockname()[1]
-        monkeypatch.setattr(dist.subprocess, "Popen", popen(free))
-        bridge = dist._MpiBridge(0, 2)  # pylint: disable=protected-access
+        monkeypatch.setattr(mpi_bridge.subprocess, "Popen", popen(free))
+        bridge = mpi_bridge._MpiBridge(0, 2)  # pylint: disable=protected-access
         bridge.start_scheduler("127.0.0.1", free, 2, str(tmp_path / "logs"), timeout=30)
     finally:
         foreign.close()

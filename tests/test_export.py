@@ -12,32 +12,16 @@ import mindspore as ms
 from mindspore import nn
 
 from mindcv_res2net.errors import UserError
-from mindcv_res2net.inference import optimize_for_inference
-from mindcv_res2net.models import create_model
+from mindcv_res2net.models.inference import optimize_for_inference
+from mindcv_res2net.models.factory import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import export as export_script  # noqa: E402  (the top-level export.py)
+from helpers import randomize_bn, rel_diff  # noqa: E402
 
 RTOL = 1e-4
 MODELS = ["res2net50", "res2net50_v1b", "res2next50", "res2net_dla60"]
-
-
-def randomize_bn(net, seed=0):
-    rng = np.random.default_rng(seed)
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.BatchNorm2d):
-            n = cell.gamma.shape[0]
-            cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-            cell.beta.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_mean.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-    return net
-
-
-def rel_diff(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
 
 
 @pytest.fixture(scope="module")

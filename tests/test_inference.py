@@ -6,29 +6,13 @@ import mindspore as ms
 from mindspore import nn
 
 from mindcv_res2net.errors import UserError
-from mindcv_res2net.inference import (FusedBottle2neck, FusedRes2Net, FusedRes2NetDLA, build_inference_model,
-                                      check_image_size, optimize_for_inference)
-from mindcv_res2net.models import create_model
+from mindcv_res2net.deploy import build_inference_model, check_image_size
+from mindcv_res2net.models.inference import FusedBottle2neck, FusedRes2Net, FusedRes2NetDLA, optimize_for_inference
+from mindcv_res2net.models.factory import create_model
+
+from helpers import randomize_bn, rel_diff
 
 RTOL = 1e-5
-
-
-def randomize_bn(net, seed=0):
-    """BatchNorm statistics as a trained network has them, so that folding is really tested."""
-    rng = np.random.default_rng(seed)
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.BatchNorm2d):
-            n = cell.gamma.shape[0]
-            cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-            cell.beta.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_mean.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-    return net
-
-
-def rel_diff(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.abs(a - b).max() / max(np.abs(a).max(), 1e-12))
 
 
 def outputs(net, x):

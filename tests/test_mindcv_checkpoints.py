@@ -19,7 +19,9 @@ from PIL import Image
 mindcv_models = pytest.importorskip("mindcv.models", reason="MindCV is not installed (pip install --no-deps mindcv)")
 
 from mindcv_res2net import create_model  # noqa: E402
-from mindcv_res2net.checkpoint import load_model_weights  # noqa: E402
+from mindcv_res2net.weights import load_model_weights  # noqa: E402
+
+from helpers import rel_diff  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIZE = 64
@@ -54,10 +56,6 @@ def _save_training_checkpoint(net, path):
     ms.save_checkpoint(entries, path)
 
 
-def _rel(a, b):
-    return float(np.abs(a - b).max() / np.abs(b).max())
-
-
 @pytest.mark.parametrize("name", ["res2net50", "res2net101", "res2net50_v1b", "res2net101_v1b"])
 def test_mindcv_checkpoint_gives_mindcv_outputs(name, tmp_path):
     ref_net = _mindcv_net(name, seed=7)
@@ -68,14 +66,14 @@ def test_mindcv_checkpoint_gives_mindcv_outputs(name, tmp_path):
 
     ours = create_model(name, checkpoint_path=path)
     ours.set_train(False)
-    assert _rel(ours(ms.Tensor(x)).asnumpy(), ref) < 1e-5
+    assert rel_diff(ref, ours(ms.Tensor(x)).asnumpy()) < 1e-5
 
     # the EMA copies on request (MindCV's validate.py has no such option)
     ema = create_model(name)
     report = load_model_weights(ema, path, use_ema=True)
     assert report.used_ema
     ema.set_train(False)
-    assert _rel(ema(ms.Tensor(x)).asnumpy(), ref) > 1e-3  # other weights: the EMA copies were used
+    assert rel_diff(ref, ema(ms.Tensor(x)).asnumpy()) > 1e-3  # other weights: the EMA copies were used
 
 
 def test_validate_py_on_a_mindcv_checkpoint_equals_mindcv(tmp_path):

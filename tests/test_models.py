@@ -11,8 +11,10 @@ from mindcv_res2net import UserError, create_model, list_models
 from mindcv_res2net.models.layers import count_params
 from mindcv_res2net.models.res2net import Bottle2neck
 
+from helpers import randomize_bn
+
 # Learnable / with-BN-moving-statistics parameter counts at 1000 classes, from the published sources
-# (../shared/reference/README.md). The DLA pair uses timm's counts (no unused `project` layers).
+# (tests/data/README.md). The DLA pair uses timm's counts (no unused `project` layers).
 PUBLISHED_COUNTS = {
     "res2net50": (25_699_120, 25_758_612),
     "res2net101": (45_206_688, 45_325_748),
@@ -282,16 +284,6 @@ def np_bottle2neck(blk, x, stride, stage, scale, width, groups):
     return relu(out + short)
 
 
-def _randomise_bn(cell, rng):
-    for _, c in cell.cells_and_names():
-        if isinstance(c, nn.BatchNorm2d):
-            n = c.gamma.shape[0]
-            c.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-            c.beta.set_data(ms.Tensor(rng.normal(0, 0.1, n).astype(np.float32)))
-            c.moving_mean.set_data(ms.Tensor(rng.normal(0, 0.1, n).astype(np.float32)))
-            c.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-
-
 @pytest.mark.parametrize("stage,stride,groups,scale", [(True, 2, 1, 4), (False, 1, 1, 4), (True, 1, 2, 3),
                                                        (False, 1, 2, 6)])
 def test_bottle2neck_matches_numpy(stage, stride, groups, scale):
@@ -304,7 +296,7 @@ def test_bottle2neck_matches_numpy(stage, stride, groups, scale):
         down = nn.SequentialCell([conv2d(in_ch, planes * 4, 1, stride=stride), batch_norm(planes * 4)])
     blk = Bottle2neck(in_ch, planes, stride=stride, down_sample=down, cardinality=groups, base_width=base_width,
                       scale=scale, is_stage=stage)
-    _randomise_bn(blk, rng)
+    randomize_bn(blk, rng)
     blk.set_train(False)
     x = rng.standard_normal((2, in_ch, 9, 9)).astype(np.float32)
     got = blk(ms.Tensor(x)).asnumpy()

@@ -11,27 +11,15 @@ import pytest
 from PIL import Image
 
 import mindspore as ms
-from mindspore import nn
 
 from mindcv_res2net.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import predict as predict_script  # noqa: E402  (the top-level predict.py)
+from helpers import randomize_bn  # noqa: E402
 
 CLASS_NAMES = [f"thing {i}" for i in range(10)]
-
-
-def randomize_bn(net, seed=0):
-    rng = np.random.default_rng(seed)
-    for _, cell in net.cells_and_names():
-        if isinstance(cell, nn.BatchNorm2d):
-            n = cell.gamma.shape[0]
-            cell.gamma.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-            cell.beta.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_mean.set_data(ms.Tensor(rng.normal(0.0, 0.1, n).astype(np.float32)))
-            cell.moving_variance.set_data(ms.Tensor(rng.uniform(0.5, 1.5, n).astype(np.float32)))
-    return net
 
 
 def rgb(rng, h=40, w=56):
@@ -179,7 +167,7 @@ def setup(tmp_path_factory):
     """A fine-tuned-style res2net50 checkpoint (10 classes, class names stored) and an image folder
     with one unreadable file."""
     from mindcv_res2net.checkpoint import save_checkpoint_atomic
-    from mindcv_res2net.models import create_model
+    from mindcv_res2net.models.factory import create_model
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     root = tmp_path_factory.mktemp("predict")

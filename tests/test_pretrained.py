@@ -1,6 +1,7 @@
 """Published-weights registry and the download cache, served from a local HTTP server on 127.0.0.1:
 download + hash check, hash / size mismatch (file deleted), no server, truncated transfer, cache hit
 without re-download, hand-placed files, on-the-fly conversion of PyTorch-format sources."""
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -15,6 +16,7 @@ import pytest
 from mindcv_res2net import UserError, create_model, list_models
 from mindcv_res2net.checkpoint import save_checkpoint_atomic
 from mindcv_res2net.models import pretrained as P
+from mindcv_res2net.models import registry
 
 PUBLISHED = ["res2net50", "res2net101", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s",
              "res2net50_14w_8s", "res2next50", "res2net50_v1b", "res2net101_v1b", "res2net_dla60", "res2next_dla60"]
@@ -63,10 +65,16 @@ def _closed_port():
     return port
 
 
+def _use_sources(monkeypatch, model, sources):
+    """Register ``sources`` as ``model``'s published weights for this test."""
+    cfg = dataclasses.replace(registry.get_model_cfg(model), weights=tuple(sources))
+    monkeypatch.setitem(registry._CFGS, model, cfg)
+
+
 def _fake(monkeypatch, model, filename, sha256, fmt="ckpt", size=None, tag="mindcv"):
     src = P.WeightSource(tag, "https://weights.invalid/res2net/" + filename, filename, fmt, sha256, size,
                          79.0, 94.0, P.APACHE, model)
-    monkeypatch.setitem(P._WEIGHTS, model, [src])
+    _use_sources(monkeypatch, model, [src])
     return src
 
 
@@ -184,7 +192,7 @@ def test_pytorch_source_is_converted_once(server, monkeypatch, tmp_path):
               str(served / "dla60_res2net.in1k.safetensors"))
     src = P.WeightSource("timm", "https://huggingface.co/timm/x/resolve/main/model.safetensors",
                          "dla60_res2net.in1k.safetensors", "safetensors", None, None, None, None, P.CC_BY_NC_SA, "x")
-    monkeypatch.setitem(P._WEIGHTS, "res2net_dla60", [src])
+    _use_sources(monkeypatch, "res2net_dla60", [src])
     path = P.download_weights("res2net_dla60", source="timm", progress=False)
     assert os.path.dirname(path) == str(tmp_path / "cache" / "converted") and path.endswith(".ckpt")
     mtime = os.path.getmtime(path)
@@ -245,7 +253,7 @@ def _timm_like(monkeypatch, model, filename):
     """A source publishing no hash (as timm's Hugging Face files)."""
     src = P.WeightSource("timm", "https://huggingface.co/timm/x/resolve/main/model.safetensors", filename,
                          "safetensors", None, None, 79.0, 94.0, P.CC_BY_NC_SA, model)
-    monkeypatch.setitem(P._WEIGHTS, model, [src])
+    _use_sources(monkeypatch, model, [src])
     return src
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from mindspore import communication, nn
 
 from mindcv_res2net.engine.data_setup import convert_sync_bn
-from mindcv_res2net.models import create_model
+from mindcv_res2net.models.factory import create_model
 
 
 def _params(net):

@@ -17,18 +17,14 @@ import pytest
 from test_distributed import LAUNCH_ENV_KEYS, MPIRUN, MSRUN, _mpi4py_ok  # one launcher detection for both files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = "/usr/share/datasets/fashion-mnist"
 DEMO = os.path.join(ROOT, "configs", "res2net", "res2net_fashion_mnist_cpu.yaml")
+
+pytestmark = pytest.mark.slow  # two ranks train in subprocesses: a minute or more each on 2 CPU cores
 
 
 @pytest.fixture(scope="module")
-def subset(tmp_path_factory):
-    if not os.path.isdir(FASHION):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (bash scripts/setup.sh installs it)")
-    out = tmp_path_factory.mktemp("fashion101")
-    from mindcv_res2net.data.prepare import prepare
-    prepare("fashion_mnist", str(out), limit=101, log=lambda *a, **k: None)
-    return str(out)
+def subset(fashion_mnist_subset):
+    return fashion_mnist_subset(101)
 
 
 def _env():

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FASHION = "/usr/share/datasets/fashion-mnist"
 DEMO = os.path.join(ROOT, "configs", "res2net", "res2net_fashion_mnist_cpu.yaml")
+
+pytestmark = pytest.mark.slow  # each test trains in a subprocess: minutes on 2 CPU cores
 
 
 def run(script, *args, timeout=900):
@@ -21,13 +22,8 @@ def run(script, *args, timeout=900):
 
 
 @pytest.fixture(scope="module")
-def fashion_subset(tmp_path_factory):
-    if not os.path.isdir(FASHION):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed (bash scripts/setup.sh installs it)")
-    out = tmp_path_factory.mktemp("fashion")
-    from mindcv_res2net.data.prepare import prepare
-    prepare("fashion_mnist", str(out), limit=600, log=lambda *a, **k: None)
-    return str(out)
+def fashion_subset(fashion_mnist_subset):
+    return fashion_mnist_subset(600)
 
 
 def _ckpt_arrays(path):

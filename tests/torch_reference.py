@@ -1,7 +1,7 @@
 """An independent PyTorch reference for the Res2Net family: state-dict layouts and a forward pass
 written with ``torch.nn.functional`` only (no nn.Module, no timm/torchvision).
 
-It is written from the published architecture facts (docs: shared/reference/README.md), not from
+It is written from the published architecture facts (tests/data/README.md), not from
 the MindSpore models, so that comparing the two checks the converter *and* the models:
 
 - Res2Net / Res2NeXt (official ``res2net.py`` / ``res2next.py`` = timm ``res2net50_26w_4s`` ...):

@@ -25,6 +25,11 @@ from PIL import Image, ImageOps
 
 _logger = logging.getLogger(__name__)
 
+# File names read as images (lower-cased suffix): by the image-folder datasets and by predict.py
+# when it walks a folder. Other files there are left alone.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".pbm", ".pnm", ".tif",
+                    ".tiff", ".webp", ".gif", ".jfif", ".jpe")
+
 # Above this many pixels an image is reduced (JPEG DCT scaling, then resize) before it goes to
 # the C++ decoder; a 24000 x 16000 photo would otherwise need 1.1 GB per decode.
 LARGE_IMAGE_PIXELS = 40_000_000

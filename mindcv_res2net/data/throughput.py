@@ -11,6 +11,10 @@ import time
 import numpy as np
 from PIL import Image
 
+from .dataset import create_dataset
+from .loader import create_loader
+from .transforms import create_transforms
+
 
 def _photo_like(rng, width, height):
     small = Image.fromarray((rng.random((6, 8, 3)) * 255).astype(np.uint8))
@@ -50,10 +54,6 @@ def measure_pipeline_throughput(root, num_workers=1, n_images=1000, image_size=2
     second of CPU time used by the whole process: the per-core rate, independent of other load
     on a shared machine), cpu_seconds, num_workers, n_images, seconds, mean_file_kb, image_size.
     """
-    from .dataset import create_dataset
-    from .loader import create_loader
-    from .transforms import create_transforms
-
     dataset = create_dataset("imagefolder", root=root, split=split, shuffle=True, seed=0,
                              num_parallel_workers=num_workers)
     info = dataset.dataset_info

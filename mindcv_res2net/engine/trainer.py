@@ -16,13 +16,14 @@ import time
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import is_meta_entry, load_model_weights, meta_of, read_checkpoint
+from ..checkpoint import is_meta_entry, meta_of, read_checkpoint
+from ..cli import config as config_module
+from ..data.dataset import check_data_dir
 from ..distributed import (average_batch_norm_statistics, broadcast_object, broadcast_parameters,
                            parameters_divergence)
-from ..data.dataset import check_data_dir
 from ..errors import UserError
-from ..models import create_model
-from ..models.factory import check_model_name
+from ..models.factory import check_model_name, create_model
+from ..weights import load_model_weights
 from . import data_setup
 from .checkpoint_manager import CheckpointManager, RunLock, probe_writable
 from .evaluate import evaluate
@@ -55,9 +56,8 @@ def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
                        in_channels=args.in_channels, drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
                        zero_init_last=args.zero_init_last)
     if args.ckpt_path:
-        report = load_model_weights(net, args.ckpt_path, strict=True, num_classes=num_classes,
-                                    in_channels=args.in_channels)
-        logger.info("fine-tuning from %s", report.summary() if hasattr(report, "summary") else args.ckpt_path)
+        load_model_weights(net, args.ckpt_path, strict=True, num_classes=num_classes,
+                           in_channels=args.in_channels)  # logs "loaded N parameters from ..."
     if world > 1:
         broadcast_parameters(net)  # identical starting weights on every rank, whatever the initialisers
     if getattr(args, "sync_bn", False):
@@ -242,11 +242,9 @@ def _validate(net, val_data, ema, epoch, logger):
 def train(args):
     _check_inputs(args)
     dist = setup_runtime(args)
-    rank, world = dist.rank, dist.world_size
-    main_process = rank == 0
     save_dir = args.ckpt_save_dir
     lock = None
-    if main_process:
+    if dist.rank == 0:
         probe_writable(save_dir)
         lock = RunLock(save_dir).acquire()
     try:
@@ -280,7 +278,6 @@ def _train(args, dist, save_dir):
         set_global_step(optimizer, start_epoch * steps_per_epoch)
     records = EpochRecords(save_dir, enabled=main_process, resume_epoch=start_epoch if resumed else None)
     if main_process:
-        import config as config_module  # the top-level config.py
         config_path = os.path.join(save_dir, "config.yaml")
         kept = keep_previous_version(config_path, config_module.dump_config(args))
         config_module.save_config(args, config_path)

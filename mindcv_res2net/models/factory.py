@@ -1,16 +1,23 @@
 """``create_model``: build any registered Res2Net variant, optionally with weights."""
-import copy
 import difflib
 
+from ..weights import load_model_weights
 from ..errors import UserError
 from .layers import POOL_TYPES
-from .registry import is_model, list_models, model_entrypoint, resolve_name
+from .pretrained import get_pretrained_cfg, load_pretrained
+from .registry import get_model_cfg, is_model, list_models, model_entrypoint, resolve_name
 
 
-def _default_cfg(name):
-    from . import res2net, res2net_dla
-    cfgs = {**res2net.default_cfgs, **res2net_dla.default_cfgs}
-    return copy.deepcopy(cfgs.get(name, {}))
+def _default_cfg(name, num_classes, in_channels):
+    """``net.default_cfg`` of the registered model ``name``: its preprocessing and head entries, the
+    architecture, the classes and input channels asked for, and its published weights."""
+    cfg = get_model_cfg(name)
+    out = cfg.default_cfg()
+    out["architecture"] = name
+    out["num_classes"] = num_classes
+    out["input_size"] = (in_channels,) + tuple(out["input_size"][1:])
+    out["weights"] = get_pretrained_cfg(name) if cfg.weights else {}
+    return out
 
 
 def check_model_name(name):
@@ -48,20 +55,10 @@ def create_model(name, pretrained=False, num_classes=1000, in_channels=3, checkp
         num_classes=int(num_classes), in_channels=int(in_channels), drop_rate=drop_rate,
         drop_path_rate=drop_path_rate, global_pool=global_pool, features_only=features_only,
         out_indices=out_indices, **kwargs)
-    net.default_cfg = _default_cfg(canonical)
-    net.default_cfg["architecture"] = canonical
-    net.default_cfg["num_classes"] = int(num_classes)
-    net.default_cfg["input_size"] = (int(in_channels),) + tuple(net.default_cfg.get("input_size", (3, 224, 224))[1:])
-    try:
-        from . import pretrained as pretrained_registry
-        net.default_cfg["weights"] = pretrained_registry.get_pretrained_cfg(canonical)
-    except (ImportError, AttributeError, KeyError):
-        net.default_cfg["weights"] = {}
+    net.default_cfg = _default_cfg(canonical, int(num_classes), int(in_channels))
     if pretrained:
-        from .pretrained import load_pretrained
         load_pretrained(net, canonical, num_classes=int(num_classes), in_channels=int(in_channels))
     if checkpoint_path:
-        from ..checkpoint import load_model_weights
         load_model_weights(net, checkpoint_path, strict=True, num_classes=int(num_classes),
                            in_channels=int(in_channels))
     return net

@@ -10,6 +10,8 @@ import mindspore as ms
 from mindspore import nn, ops
 from mindspore.common import initializer as init
 
+from ..errors import UserError
+
 
 def conv2d(in_channels, out_channels, kernel_size, stride=1, groups=1, bias=False):
     """A convolution padded symmetrically by ``kernel_size // 2`` (PyTorch's ``padding=k//2``)."""
@@ -44,10 +46,41 @@ class DropPath(nn.Cell):
 class MultiScaleBlock(nn.Cell):
     """The Res2Net multi-scale core shared by Bottle2neck and DLA's bottleneck.
 
-    Subclasses set ``width``, ``scale``, ``num_convs``, ``is_stage``, ``convs``, ``bns``, ``pool``
-    and ``relu``. In a stage block each 3x3 conv takes its own chunk and the last chunk is pooled;
-    otherwise chunk i is added to the previous output first and the last chunk passes through.
+    ``init_layers`` builds the branch: 1x1 conv (``width * scale`` channels), ``scale - 1`` 3x3
+    convs over ``width``-channel chunks, the stage block's avg-pool, 1x1 conv. In a stage block each
+    3x3 conv takes its own chunk and the last chunk is pooled; otherwise chunk i is added to the
+    previous output first and the last chunk passes through. The inference-optimised block sets the
+    same attributes with BN folded into ``convs`` and overrides ``chunk_conv`` and ``forward_body``.
     """
+
+    def init_layers(self, in_channels, width, out_channels, scale, stride=1, cardinality=1, is_stage=False):
+        """Set ``width``, ``scale``, ``num_convs``, ``is_stage`` and the cells ``conv1``, ``bn1``,
+        ``convs``, ``bns``, ``pool`` (a stage block's, else None), ``conv3``, ``bn3``, ``relu``."""
+        self.width = width
+        self.scale = scale
+        self.num_convs = max(1, scale - 1)
+        self.is_stage = is_stage
+        self.conv1 = conv2d(in_channels, width * scale, 1)
+        self.bn1 = batch_norm(width * scale)
+        self.convs = nn.CellList([conv2d(width, width, 3, stride=stride, groups=cardinality)
+                                  for _ in range(self.num_convs)])
+        self.bns = nn.CellList([batch_norm(width) for _ in range(self.num_convs)])
+        self.pool = None
+        if is_stage and scale > 1:
+            self.pool = nn.AvgPool2d(kernel_size=3, stride=stride, pad_mode="pad", padding=1,
+                                     count_include_pad=True)
+        self.conv3 = conv2d(width * scale, out_channels, 1)
+        self.bn3 = batch_norm(out_channels)
+        self.relu = nn.ReLU()
+
+    def forward_body(self, x):
+        """The residual branch: conv1 + bn1 + ReLU, the multi-scale convs, conv3 + bn3."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.bn3(self.conv3(self.multi_scale(out)))
+
+    def chunk_conv(self, i, x):
+        """The i-th 3x3 conv of the chain with its BN and ReLU."""
+        return self.relu(self.bns[i](self.convs[i](x)))
 
     def multi_scale(self, out):
         chunks = ops.split(out, self.width, axis=1)
@@ -56,7 +89,7 @@ class MultiScaleBlock(nn.Cell):
         for i in range(self.num_convs):
             if i > 0:
                 sp = chunks[i] if self.is_stage else sp + chunks[i]
-            sp = self.relu(self.bns[i](self.convs[i](sp)))
+            sp = self.chunk_conv(i, sp)
             outputs.append(sp)
         if self.scale > 1:
             last = chunks[self.num_convs]
@@ -74,7 +107,6 @@ class SelectAdaptivePool2d(nn.Cell):
     def __init__(self, pool_type="avg"):
         super().__init__()
         if pool_type not in POOL_TYPES:
-            from ..errors import UserError
             raise UserError(f"unknown global_pool {pool_type!r}: choose one of {', '.join(map(repr, POOL_TYPES))}")
         self.pool_type = pool_type
 
@@ -104,7 +136,6 @@ def build_head(num_features, num_classes, global_pool="avg", drop_rate=0.0):
     pool = SelectAdaptivePool2d(global_pool)
     num_pooled = num_features * pool.feature_multiplier
     if num_classes > 0 and not global_pool:
-        from ..errors import UserError
         raise UserError("global_pool='' (unpooled feature maps) needs num_classes=0")
     dropout = nn.Dropout(p=drop_rate) if drop_rate > 0 else None
     classifier = nn.Dense(num_pooled, num_classes) if num_classes > 0 else None
@@ -144,5 +175,5 @@ def count_params(net, trainable_only=True):
     return int(sum(math.prod(p.shape) for p in params))
 
 
-__all__ = ["conv2d", "batch_norm", "DropPath", "MultiScaleBlock", "SelectAdaptivePool2d", "build_head", "stochastic_depth_rates",
-           "init_weights", "count_params", "POOL_TYPES", "ms"]
+__all__ = ["conv2d", "batch_norm", "DropPath", "MultiScaleBlock", "SelectAdaptivePool2d", "build_head",
+           "stochastic_depth_rates", "init_weights", "count_params", "POOL_TYPES", "ms"]

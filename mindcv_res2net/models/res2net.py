@@ -16,38 +16,17 @@ import math
 
 from mindspore import nn
 
-from .layers import (DropPath, MultiScaleBlock, batch_norm, build_head, conv2d, init_weights,
-                     stochastic_depth_rates)
-from .registry import register_alias, register_model
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .base import ClassifierNet
+from .layers import DropPath, MultiScaleBlock, batch_norm, conv2d, init_weights, stochastic_depth_rates
+from .registry import ModelCfg, mindcv, official, register_model, timm_github, timm_hub
 
 
-def _cfg(**kwargs):
-    cfg = {
-        "num_classes": 1000, "input_size": (3, 224, 224), "pool_size": (7, 7),
-        "crop_pct": 0.875, "interpolation": "bilinear",
-        "mean": IMAGENET_MEAN, "std": IMAGENET_STD,
-        "first_conv": "conv1", "classifier": "classifier",
-    }
-    cfg.update(kwargs)
-    return cfg
-
-
-default_cfgs = {
-    "res2net50": _cfg(),
-    "res2net101": _cfg(),
-    "res2net152": _cfg(),
-    "res2net50_26w_6s": _cfg(),
-    "res2net50_26w_8s": _cfg(),
-    "res2net50_48w_2s": _cfg(),
-    "res2net50_14w_8s": _cfg(),
-    "res2next50": _cfg(),
-    "res2net50_v1b": _cfg(first_conv="conv1.0"),
-    "res2net101_v1b": _cfg(first_conv="conv1.0"),
-    "res2net152_v1b": _cfg(first_conv="conv1.0"),
-}
+def _cfg(layers, base_width=26, scale=4, cardinality=1, v1b=False, **kwargs):
+    """The ``ModelCfg`` of a Res2Net variant: blocks per stage, width per scale, scales, groups of
+    the 3x3 convs, v1b (deep stem and avg-pool shortcut); ``kwargs``: weights, timm's name ..."""
+    arch = dict(layers=tuple(layers), base_width=base_width, scale=scale, cardinality=cardinality,
+                deep_stem=v1b, avg_down=v1b)
+    return ModelCfg(family="res2net", arch=arch, first_conv="conv1.0" if v1b else "conv1", **kwargs)
 
 
 class Bottle2neck(MultiScaleBlock):
@@ -59,37 +38,17 @@ class Bottle2neck(MultiScaleBlock):
                  base_width=26, scale=4, is_stage=False, drop_path=0.0):
         super().__init__()
         width = int(math.floor(planes * (base_width / 64.0))) * cardinality
-        out_channels = planes * self.expansion
-        self.width = width
-        self.scale = scale
-        self.num_convs = max(1, scale - 1)
-        self.is_stage = is_stage
-
-        self.conv1 = conv2d(in_channels, width * scale, 1)
-        self.bn1 = batch_norm(width * scale)
-        self.convs = nn.CellList([conv2d(width, width, 3, stride=stride, groups=cardinality)
-                                  for _ in range(self.num_convs)])
-        self.bns = nn.CellList([batch_norm(width) for _ in range(self.num_convs)])
-        self.pool = None
-        if is_stage and scale > 1:
-            self.pool = nn.AvgPool2d(kernel_size=3, stride=stride, pad_mode="pad", padding=1,
-                                     count_include_pad=True)
-        self.conv3 = conv2d(width * scale, out_channels, 1)
-        self.bn3 = batch_norm(out_channels)
-        self.relu = nn.ReLU()
+        self.init_layers(in_channels, width, planes * self.expansion, scale, stride, cardinality, is_stage)
         self.down_sample = down_sample
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x):
-        shortcut = x
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn3(self.conv3(self.multi_scale(out)))
-        if self.down_sample is not None:
-            shortcut = self.down_sample(x)
+        out = self.forward_body(x)
+        shortcut = x if self.down_sample is None else self.down_sample(x)
         return self.relu(self.drop_path(out) + shortcut)
 
 
-class Res2Net(nn.Cell):
+class Res2Net(ClassifierNet):
     """Res2Net backbone and classifier.
 
     Args:
@@ -106,12 +65,12 @@ class Res2Net(nn.Cell):
             (stem before max-pool /2, layer1 /4, layer2 /8, layer3 /16, layer4 /32).
     """
 
+    feature_stages = (("conv1", "bn1", "relu"), ("max_pool", "layer1"), ("layer2",), ("layer3",), ("layer4",))
+
     def __init__(self, layers, base_width=26, scale=4, cardinality=1, deep_stem=False, avg_down=False,
                  num_classes=1000, in_channels=3, global_pool="avg", drop_rate=0.0, drop_path_rate=0.0,
                  zero_init_last=False, features_only=False, out_indices=None):
         super().__init__()
-        self.num_classes = num_classes
-        self.features_only = features_only
         stem_width = 64
         if deep_stem:
             half = stem_width // 2
@@ -151,128 +110,80 @@ class Res2Net(nn.Cell):
             stages.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
-        self.num_features = 512 * Bottle2neck.expansion
-        self.feature_info = [
+        feature_info = [
             dict(num_chs=stem_width, reduction=2, module="bn1"),
             dict(num_chs=256, reduction=4, module="layer1"),
             dict(num_chs=512, reduction=8, module="layer2"),
             dict(num_chs=1024, reduction=16, module="layer3"),
             dict(num_chs=2048, reduction=32, module="layer4"),
         ]
-        if features_only:
-            self.out_indices = tuple(range(5)) if out_indices is None else tuple(out_indices)
-            self.feature_info = [self.feature_info[i] for i in self.out_indices]
-            self.global_pool, self.head_drop, self.classifier = None, None, None
-        else:
-            self.out_indices = ()
-            self.global_pool, self.head_drop, self.classifier, self.num_pooled_features = build_head(
-                self.num_features, num_classes, global_pool, drop_rate)
+        self.init_head(512 * Bottle2neck.expansion, feature_info, num_classes, global_pool, drop_rate,
+                       features_only, out_indices)
         init_weights(self, zero_init_last=zero_init_last)
 
-    def forward_stem(self, x):
-        return self.relu(self.bn1(self.conv1(x)))
 
-    def forward_features(self, x):
-        x = self.max_pool(self.forward_stem(x))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
+# ---- the variants: one registration each (registration order = the order of benchmark.py's table) ---
+# Published ImageNet-1k top-1 / top-5 (%): official (README: 100 - error), MindCV (configs/res2net/README.md).
+# The hash in a file name is the first 8 hex digits of its SHA-256 (the publishers give no more).
 
-    def forward_head(self, x, pre_logits=False):
-        x = self.global_pool(x)
-        if self.head_drop is not None:
-            x = self.head_drop(x)
-        if pre_logits or self.classifier is None:
-            return x
-        return self.classifier(x)
+register_model(Res2Net, name="res2net50", aliases=("res2net50_26w_4s",), cfg=_cfg(
+    (3, 4, 6, 3), base_width=26, scale=4, timm_name="res2net50_26w_4s",
+    weights=(mindcv("res2net50-f42cf71b.ckpt", 79.35, 94.64),
+             mindcv("res2net50-aa758355-910v2.ckpt", 79.33, 94.64, tag="mindcv_910v2"),
+             timm_hub("res2net50_26w_4s.in1k", 77.99, 93.85),
+             official("res2net50_26w_4s-06e79181.pth", 77.99, 93.85),
+             timm_github("res2net50_26w_4s-06e79181.pth", 77.99, 93.85))))
 
-    def forward_feature_maps(self, x):
-        """The five feature maps (stem /2, layer1-4), filtered by ``out_indices``."""
-        x = self.forward_stem(x)
-        maps = [x]
-        x = self.layer1(self.max_pool(x))
-        maps.append(x)
-        x = self.layer2(x)
-        maps.append(x)
-        x = self.layer3(x)
-        maps.append(x)
-        x = self.layer4(x)
-        maps.append(x)
-        return tuple(maps[i] for i in self.out_indices)
+register_model(Res2Net, name="res2net101", aliases=("res2net101_26w_4s",), cfg=_cfg(
+    (3, 4, 23, 3), base_width=26, scale=4, timm_name="res2net101_26w_4s",
+    weights=(mindcv("res2net101-8ae60132.ckpt", 79.56, 94.70),
+             timm_hub("res2net101_26w_4s.in1k", 79.19, 94.43),
+             official("res2net101_26w_4s-02a759a1.pth", 79.19, 94.43),
+             timm_github("res2net101_26w_4s-02a759a1.pth", 79.19, 94.43))))
 
-    def construct(self, x):
-        if self.features_only:
-            return self.forward_feature_maps(x)
-        return self.forward_head(self.forward_features(x))
+register_model(Res2Net, name="res2net152", cfg=_cfg((3, 8, 36, 3), base_width=26, scale=4))  # no weights
 
+register_model(Res2Net, name="res2net50_26w_6s", cfg=_cfg(
+    (3, 4, 6, 3), base_width=26, scale=6, timm_name="res2net50_26w_6s",
+    weights=(timm_hub("res2net50_26w_6s.in1k", 78.58, 94.13),
+             official("res2net50_26w_6s-19041792.pth", 78.58, 94.13),
+             timm_github("res2net50_26w_6s-19041792.pth", 78.58, 94.13))))
 
-def _res2net(layers, **kwargs):
-    return Res2Net(layers, **kwargs)
+register_model(Res2Net, name="res2net50_26w_8s", cfg=_cfg(
+    (3, 4, 6, 3), base_width=26, scale=8, timm_name="res2net50_26w_8s",
+    weights=(timm_hub("res2net50_26w_8s.in1k", 79.20, 94.37),
+             official("res2net50_26w_8s-2c7c9f12.pth", 79.20, 94.37),
+             timm_github("res2net50_26w_8s-2c7c9f12.pth", 79.20, 94.37))))
 
+register_model(Res2Net, name="res2net50_48w_2s", cfg=_cfg(
+    (3, 4, 6, 3), base_width=48, scale=2, timm_name="res2net50_48w_2s",
+    weights=(timm_hub("res2net50_48w_2s.in1k", 77.32, 93.53),
+             official("res2net50_48w_2s-afed724a.pth", 77.32, 93.53),
+             timm_github("res2net50_48w_2s-afed724a.pth", 77.32, 93.53))))
 
-@register_model
-def res2net50(**kwargs):
-    """Res2Net-50 26w x 4s."""
-    return _res2net((3, 4, 6, 3), base_width=26, scale=4, **kwargs)
+register_model(Res2Net, name="res2net50_14w_8s", cfg=_cfg(
+    (3, 4, 6, 3), base_width=14, scale=8, timm_name="res2net50_14w_8s",
+    weights=(timm_hub("res2net50_14w_8s.in1k", 78.14, 93.86),
+             official("res2net50_14w_8s-6527dddc.pth", 78.14, 93.86),
+             timm_github("res2net50_14w_8s-6527dddc.pth", 78.14, 93.86))))
 
+# Res2NeXt-50: 4w x 8 groups, 4 scales
+register_model(Res2Net, name="res2next50", cfg=_cfg(
+    (3, 4, 6, 3), base_width=4, scale=4, cardinality=8, timm_name="res2next50",
+    weights=(timm_hub("res2next50.in1k", 78.24, 93.91),
+             official("res2next50_4s-6ef7e7bf.pth", 78.24, 93.91, origin="res2next50"),
+             timm_github("res2next50_4s-6ef7e7bf.pth", 78.24, 93.91, origin="res2next50"))))
 
-@register_model
-def res2net101(**kwargs):
-    """Res2Net-101 26w x 4s."""
-    return _res2net((3, 4, 23, 3), base_width=26, scale=4, **kwargs)
+register_model(Res2Net, name="res2net50_v1b", aliases=("res2net50d",), cfg=_cfg(
+    (3, 4, 6, 3), base_width=26, scale=4, v1b=True, timm_name="res2net50d",
+    weights=(mindcv("res2net50_v1b-99304e92.ckpt", 80.32, 95.09),
+             timm_hub("res2net50d.in1k", 80.27, 95.04),
+             official("res2net50_v1b_26w_4s-3cf99910.pth", 80.27, 95.04))))
 
+register_model(Res2Net, name="res2net101_v1b", aliases=("res2net101d",), cfg=_cfg(
+    (3, 4, 23, 3), base_width=26, scale=4, v1b=True, timm_name="res2net101d",
+    weights=(mindcv("res2net101_v1b-7e6db001.ckpt", 81.14, 95.41),
+             timm_hub("res2net101d.in1k", 81.23, 95.36),
+             official("res2net101_v1b_26w_4s-0812c246.pth", 81.23, 95.36))))
 
-@register_model
-def res2net152(**kwargs):
-    """Res2Net-152 26w x 4s (no published weights)."""
-    return _res2net((3, 8, 36, 3), base_width=26, scale=4, **kwargs)
-
-
-@register_model
-def res2net50_26w_6s(**kwargs):
-    return _res2net((3, 4, 6, 3), base_width=26, scale=6, **kwargs)
-
-
-@register_model
-def res2net50_26w_8s(**kwargs):
-    return _res2net((3, 4, 6, 3), base_width=26, scale=8, **kwargs)
-
-
-@register_model
-def res2net50_48w_2s(**kwargs):
-    return _res2net((3, 4, 6, 3), base_width=48, scale=2, **kwargs)
-
-
-@register_model
-def res2net50_14w_8s(**kwargs):
-    return _res2net((3, 4, 6, 3), base_width=14, scale=8, **kwargs)
-
-
-@register_model
-def res2next50(**kwargs):
-    """Res2NeXt-50: 4w x 8 cardinality, 4 scales (grouped 3x3 convs)."""
-    return _res2net((3, 4, 6, 3), base_width=4, scale=4, cardinality=8, **kwargs)
-
-
-@register_model
-def res2net50_v1b(**kwargs):
-    """Res2Net-50-v1b 26w x 4s: deep stem, avg-pool shortcut (timm's res2net50d)."""
-    return _res2net((3, 4, 6, 3), base_width=26, scale=4, deep_stem=True, avg_down=True, **kwargs)
-
-
-@register_model
-def res2net101_v1b(**kwargs):
-    return _res2net((3, 4, 23, 3), base_width=26, scale=4, deep_stem=True, avg_down=True, **kwargs)
-
-
-@register_model
-def res2net152_v1b(**kwargs):
-    return _res2net((3, 8, 36, 3), base_width=26, scale=4, deep_stem=True, avg_down=True, **kwargs)
-
-
-# timm's names for the same architectures
-register_alias("res2net50_26w_4s", "res2net50")
-register_alias("res2net101_26w_4s", "res2net101")
-register_alias("res2net50d", "res2net50_v1b")
-register_alias("res2net101d", "res2net101_v1b")
+register_model(Res2Net, name="res2net152_v1b", cfg=_cfg((3, 8, 36, 3), base_width=26, scale=4, v1b=True))

@@ -10,14 +10,18 @@ import math
 
 from mindspore import nn, ops
 
-from .layers import DropPath, MultiScaleBlock, batch_norm, build_head, conv2d, init_weights, stochastic_depth_rates
-from .registry import register_model
-from .res2net import _cfg
+from .base import ClassifierNet
+from .layers import DropPath, MultiScaleBlock, batch_norm, conv2d, init_weights, stochastic_depth_rates
+from .registry import ModelCfg, official, register_model, timm_github, timm_hub
 
-default_cfgs = {
-    "res2net_dla60": _cfg(first_conv="base_layer.0"),
-    "res2next_dla60": _cfg(first_conv="base_layer.0"),
-}
+
+def _cfg(base_width, cardinality=1, scale=4, levels=(1, 1, 1, 2, 3, 1), channels=(16, 32, 128, 256, 512, 1024),
+         **kwargs):
+    """The ``ModelCfg`` of a DLA variant: width per scale, groups of the 3x3 convs, scales, tree levels
+    and channels; ``kwargs``: weights, timm's name ..."""
+    arch = dict(levels=tuple(levels), channels=tuple(channels), scale=scale, cardinality=cardinality,
+                base_width=base_width)
+    return ModelCfg(family="res2net_dla", arch=arch, first_conv="base_layer.0", **kwargs)
 
 
 class DlaBottle2neck(MultiScaleBlock):
@@ -29,28 +33,11 @@ class DlaBottle2neck(MultiScaleBlock):
                  drop_path=0.0):
         super().__init__()
         mid = int(math.floor(out_channels * (base_width / 64.0)) * cardinality) // self.expansion
-        self.width = mid
-        self.scale = scale
-        self.num_convs = max(1, scale - 1)
-        self.is_stage = stride > 1
-        self.conv1 = conv2d(in_channels, mid * scale, 1)
-        self.bn1 = batch_norm(mid * scale)
-        self.convs = nn.CellList([conv2d(mid, mid, 3, stride=stride, groups=cardinality)
-                                  for _ in range(self.num_convs)])
-        self.bns = nn.CellList([batch_norm(mid) for _ in range(self.num_convs)])
-        self.pool = None
-        if self.is_stage and scale > 1:
-            self.pool = nn.AvgPool2d(kernel_size=3, stride=stride, pad_mode="pad", padding=1,
-                                     count_include_pad=True)
-        self.conv3 = conv2d(mid * scale, out_channels, 1)
-        self.bn3 = batch_norm(out_channels)
-        self.relu = nn.ReLU()
+        self.init_layers(in_channels, mid, out_channels, scale, stride, cardinality, is_stage=stride > 1)
         self.drop_path = DropPath(drop_path)
 
     def construct(self, x, shortcut):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn3(self.conv3(self.multi_scale(out)))
-        return self.relu(self.drop_path(out) + shortcut)
+        return self.relu(self.drop_path(self.forward_body(x)) + shortcut)
 
 
 class DlaRoot(nn.Cell):
@@ -66,7 +53,28 @@ class DlaRoot(nn.Cell):
         return self.relu(self.bn(self.conv(ops.cat(children, 1))))
 
 
-class DlaTree(nn.Cell):
+class DlaTreeBase(nn.Cell):
+    """The forward pass of a DLA tree, shared by ``DlaTree`` and its inference-optimised version.
+
+    Subclasses set ``levels``, ``level_root``, ``down_sample`` (or None), and ``tree1``, ``tree2``
+    (two blocks taking ``(x, shortcut)`` at level 1, else two subtrees), ``project`` (or None) and
+    ``root`` (level 1 only).
+    """
+
+    def construct(self, x, children=()):
+        bottom = x if self.down_sample is None else self.down_sample(x)
+        if self.level_root:
+            children = children + (bottom,)
+        if self.levels == 1:
+            shortcut = bottom if self.project is None else self.project(bottom)
+            x1 = self.tree1(x, shortcut)
+            x2 = self.tree2(x1, x1)
+            return self.root((x2, x1) + children)
+        x1 = self.tree1(x)
+        return self.tree2(x1, children + (x1,))
+
+
+class DlaTree(DlaTreeBase):
     """A DLA tree of ``levels`` levels; a level-1 tree holds two blocks and the root."""
 
     def __init__(self, levels, in_channels, out_channels, stride, rates, block_kwargs,
@@ -92,34 +100,23 @@ class DlaTree(nn.Cell):
             self.tree2 = DlaTree(levels - 1, out_channels, out_channels, 1, rates, block_kwargs,
                                  root_dim=root_dim + out_channels)
 
-    def construct(self, x, children=()):
-        bottom = x if self.down_sample is None else self.down_sample(x)
-        if self.level_root:
-            children = children + (bottom,)
-        if self.levels == 1:
-            shortcut = bottom if self.project is None else self.project(bottom)
-            x1 = self.tree1(x, shortcut)
-            x2 = self.tree2(x1, x1)
-            return self.root((x2, x1) + children)
-        x1 = self.tree1(x)
-        return self.tree2(x1, children + (x1,))
-
 
 def _num_blocks(levels):
     """Bottlenecks in a tree of ``levels`` levels: 2 ** levels."""
     return 2 ** levels
 
 
-class Res2NetDLA(nn.Cell):
-    """DLA-60 backbone with Res2Net (or, with cardinality > 1, Res2NeXt) blocks."""
+class Res2NetDLA(ClassifierNet):
+    """DLA-60 backbone with Res2Net (or, with cardinality > 1, Res2NeXt) blocks; with
+    ``features_only``, the maps of levels 1-5 (/2, /4, /8, /16, /32) selected by ``out_indices``."""
+
+    feature_stages = (("base_layer", "level0", "level1"), ("level2",), ("level3",), ("level4",), ("level5",))
 
     def __init__(self, levels=(1, 1, 1, 2, 3, 1), channels=(16, 32, 128, 256, 512, 1024), scale=4,
                  cardinality=1, base_width=28, num_classes=1000, in_channels=3, global_pool="avg",
                  drop_rate=0.0, drop_path_rate=0.0, zero_init_last=False, features_only=False,
                  out_indices=None):
         super().__init__()
-        self.num_classes = num_classes
-        self.features_only = features_only
         self.base_layer = nn.SequentialCell([conv2d(in_channels, channels[0], 7), batch_norm(channels[0]), nn.ReLU()])
         self.level0 = self._conv_level(channels[0], channels[0], levels[0], 1)
         self.level1 = self._conv_level(channels[0], channels[1], levels[1], 2)
@@ -129,16 +126,8 @@ class Res2NetDLA(nn.Cell):
         self.level3 = DlaTree(levels[3], channels[2], channels[3], 2, rates, block_kwargs, level_root=True)
         self.level4 = DlaTree(levels[4], channels[3], channels[4], 2, rates, block_kwargs, level_root=True)
         self.level5 = DlaTree(levels[5], channels[4], channels[5], 2, rates, block_kwargs, level_root=True)
-        self.num_features = channels[-1]
-        self.feature_info = [dict(num_chs=channels[i], reduction=2 ** i, module=f"level{i}") for i in range(1, 6)]
-        if features_only:
-            self.out_indices = tuple(range(5)) if out_indices is None else tuple(out_indices)
-            self.feature_info = [self.feature_info[i] for i in self.out_indices]
-            self.global_pool, self.head_drop, self.classifier = None, None, None
-        else:
-            self.out_indices = ()
-            self.global_pool, self.head_drop, self.classifier, self.num_pooled_features = build_head(
-                self.num_features, num_classes, global_pool, drop_rate)
+        feature_info = [dict(num_chs=channels[i], reduction=2 ** i, module=f"level{i}") for i in range(1, 6)]
+        self.init_head(channels[-1], feature_info, num_classes, global_pool, drop_rate, features_only, out_indices)
         init_weights(self, zero_init_last=zero_init_last)
 
     @staticmethod
@@ -150,46 +139,19 @@ class Res2NetDLA(nn.Cell):
             in_channels = out_channels
         return nn.SequentialCell(cells)
 
-    def forward_features(self, x):
-        x = self.level1(self.level0(self.base_layer(x)))
-        x = self.level3(self.level2(x))
-        return self.level5(self.level4(x))
 
-    def forward_head(self, x, pre_logits=False):
-        x = self.global_pool(x)
-        if self.head_drop is not None:
-            x = self.head_drop(x)
-        if pre_logits or self.classifier is None:
-            return x
-        return self.classifier(x)
+# ---- the variants: one registration each (published top-1 / top-5 of the official release) --------
 
-    def forward_feature_maps(self, x):
-        """Feature maps of levels 1-5 (/2, /4, /8, /16, /32), filtered by ``out_indices``."""
-        x = self.level1(self.level0(self.base_layer(x)))
-        maps = [x]
-        x = self.level2(x)
-        maps.append(x)
-        x = self.level3(x)
-        maps.append(x)
-        x = self.level4(x)
-        maps.append(x)
-        x = self.level5(x)
-        maps.append(x)
-        return tuple(maps[i] for i in self.out_indices)
+# timm's dla60_res2net: 28w x 4s
+register_model(Res2NetDLA, name="res2net_dla60", cfg=_cfg(
+    base_width=28, cardinality=1, timm_name="dla60_res2net",
+    weights=(timm_hub("dla60_res2net.in1k", 78.47, 94.20),
+             official("res2net_dla60_4s-d88db7f9.pth", 78.47, 94.20, origin="res2net_dla60"),
+             timm_github("res2net_dla60_4s-d88db7f9.pth", 78.47, 94.20, origin="dla60_res2net"))))
 
-    def construct(self, x):
-        if self.features_only:
-            return self.forward_feature_maps(x)
-        return self.forward_head(self.forward_features(x))
-
-
-@register_model
-def res2net_dla60(**kwargs):
-    """DLA-60 with Res2Net blocks (timm's dla60_res2net): 28w x 4s."""
-    return Res2NetDLA(base_width=28, cardinality=1, **kwargs)
-
-
-@register_model
-def res2next_dla60(**kwargs):
-    """DLA-60 with Res2NeXt blocks (timm's dla60_res2next): 4w x 8c x 4s."""
-    return Res2NetDLA(base_width=4, cardinality=8, **kwargs)
+# timm's dla60_res2next: 4w x 8 groups x 4s
+register_model(Res2NetDLA, name="res2next_dla60", cfg=_cfg(
+    base_width=4, cardinality=8, timm_name="dla60_res2next",
+    weights=(timm_hub("dla60_res2next.in1k", 78.45, 94.14),
+             official("res2next_dla60_4s-d327927b.pth", 78.45, 94.14, origin="res2next_dla60"),
+             timm_github("res2next_dla60_4s-d327927b.pth", 78.45, 94.14, origin="dla60_res2next"))))

@@ -33,6 +33,7 @@ import mindspore as ms  # noqa: E402
 from mindspore import nn  # noqa: E402
 
 from mindcv_res2net import distributed as dist  # noqa: E402
+from mindcv_res2net.distributed import state as dist_state  # noqa: E402
 
 GLOBAL_BATCH = 8
 IN_FEATURES, HIDDEN, CLASSES = 12, 16, 5
@@ -96,7 +97,7 @@ def mode_basic(info, out_dir, t_init):
 
 def _watchdog_bound():
     """Rank 0 under mpirun: the (address, port) pairs its watchdog listener was bound to."""
-    bridge = dist._STATE.get("bridge")  # pylint: disable=protected-access
+    bridge = dist_state.STATE.get("bridge")
     bound = getattr(bridge, "bound", None) if bridge is not None else None
     return [list(b) for b in bound] if bound is not None else None
 

@@ -98,8 +98,8 @@ def test_trainer_stops_on_fixed_scale_overflow_and_keeps_last_checkpoint(tmp_pat
                               "--opt", "momentum", "--lr", "0.01", "--loss_scale_type", "fixed",
                               "--distribute", "false", "--log_interval", "1"], script="train")
 
-    # setup_runtime's set_context(device_target=...) is refused once kernels ran in this process:
-    # do the rest of it (no cluster, seeds)
+    # in place of setup_runtime (device, cluster state kept per process): PyNative on CPU, no cluster,
+    # seeds
     from types import SimpleNamespace
 
     from mindcv_res2net.engine.runtime import seed_everything

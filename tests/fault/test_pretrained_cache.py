@@ -2,6 +2,7 @@
 same published weights at the same moment, served by a slow local HTTP server on 127.0.0.1 that
 counts requests. Exactly one process downloads (and converts) while the others wait for the lock,
 then check what it wrote; nobody's staging file is deleted by another; nothing is left behind."""
+import dataclasses
 import functools
 import hashlib
 import http.server
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from mindcv_res2net.models import pretrained as P
+from mindcv_res2net.models import registry
 
 N_PROCESSES = 4
 
@@ -90,7 +92,7 @@ def _worker(cache, base_url, model, fields, counter, barrier, results):
         handler.emit = lambda record: waits.append(record.getMessage().startswith("waiting for another process"))
         logging.getLogger(P.__name__).addHandler(handler)
         logging.getLogger(P.__name__).setLevel(logging.INFO)
-        P._WEIGHTS[model] = [P.WeightSource(**fields)]
+        registry._CFGS[model] = dataclasses.replace(registry._CFGS[model], weights=(P.WeightSource(**fields),))
         barrier.wait(timeout=120)
         path = P.download_weights(model, progress=False)
         results.put((os.getpid(), "ok", path, P.sha256_of(path), any(waits)))

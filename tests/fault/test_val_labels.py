@@ -141,7 +141,7 @@ def test_validate_scores_with_the_checkpoint_class_names(tmp_path):
     import mindspore as ms
 
     from mindcv_res2net.checkpoint import save_checkpoint_atomic
-    from mindcv_res2net.models import create_model
+    from mindcv_res2net.models.factory import create_model
 
     classes = ["cat", "dog", "emu"]
     net = create_model("res2net50", num_classes=3)

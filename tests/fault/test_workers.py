@@ -116,7 +116,7 @@ def _script_args(data):
 
 def test_validate_with_the_default_workers_runs_and_warns_once(tmp_path):
     from mindcv_res2net.checkpoint import save_checkpoint_atomic
-    from mindcv_res2net.models import create_model
+    from mindcv_res2net.models.factory import create_model
 
     data = _folder(tmp_path / "data")
     ckpt = str(tmp_path / "r50.ckpt")

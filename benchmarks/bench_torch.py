@@ -7,45 +7,24 @@ architecture (official Res2Net release = timm), with the official / timm state-d
 ``level2.tree1``, ``root``, ``project``, a 1x1-conv ``fc``) so that timm-layout state dicts load
 with ``strict=True``. The DLA models use timm's layout (no unused ``project`` layers).
 
-``create_torch_model(name, num_classes=1000)`` builds one (``name`` as in ``list_models()``, timm
-aliases accepted). Importing this module needs torch; nothing else of the package imports it.
+The variants are the registry's (``mindcv_res2net.models.registry``): a model is built from its
+``ModelCfg.arch`` by the class of its ``ModelCfg.family``, so ``create_torch_model`` accepts exactly
+the names and aliases ``create_model`` accepts. ``TORCH_ARCHS`` (name -> family and arguments) and
+``TIMM_NAMES`` (name -> timm's name or None) are read-only views of the registry.
+
+Importing this module needs torch; it is not part of the installed package (run from the
+repository: ``python benchmark.py --compare torch``).
 """
 import math
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
+from mindcv_res2net.models.registry import get_model_cfg, is_model, list_models, resolve_name
+
 __all__ = ["create_torch_model", "TorchRes2Net", "TorchRes2NetDLA", "TorchBottle2neck", "TORCH_ARCHS",
            "TIMM_NAMES"]
-
-TORCH_ARCHS = {
-    "res2net50": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=26, scale=4),
-    "res2net101": dict(kind="resnet", layers=(3, 4, 23, 3), base_width=26, scale=4),
-    "res2net152": dict(kind="resnet", layers=(3, 8, 36, 3), base_width=26, scale=4),
-    "res2net50_26w_6s": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=26, scale=6),
-    "res2net50_26w_8s": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=26, scale=8),
-    "res2net50_48w_2s": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=48, scale=2),
-    "res2net50_14w_8s": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=14, scale=8),
-    "res2next50": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=4, scale=4, cardinality=8),
-    "res2net50_v1b": dict(kind="resnet", layers=(3, 4, 6, 3), base_width=26, scale=4, v1b=True),
-    "res2net101_v1b": dict(kind="resnet", layers=(3, 4, 23, 3), base_width=26, scale=4, v1b=True),
-    "res2net152_v1b": dict(kind="resnet", layers=(3, 8, 36, 3), base_width=26, scale=4, v1b=True),
-    "res2net_dla60": dict(kind="dla", base_width=28, scale=4, cardinality=1),
-    "res2next_dla60": dict(kind="dla", base_width=4, scale=4, cardinality=8),
-}
-
-# our name -> timm's name (None: timm has no such model)
-TIMM_NAMES = {
-    "res2net50": "res2net50_26w_4s", "res2net101": "res2net101_26w_4s", "res2net152": None,
-    "res2net50_26w_6s": "res2net50_26w_6s", "res2net50_26w_8s": "res2net50_26w_8s",
-    "res2net50_48w_2s": "res2net50_48w_2s", "res2net50_14w_8s": "res2net50_14w_8s",
-    "res2next50": "res2next50", "res2net50_v1b": "res2net50d", "res2net101_v1b": "res2net101d",
-    "res2net152_v1b": None, "res2net_dla60": "dla60_res2net", "res2next_dla60": "dla60_res2next",
-}
-
-_ALIASES = {"res2net50_26w_4s": "res2net50", "res2net101_26w_4s": "res2net101",
-            "res2net50d": "res2net50_v1b", "res2net101d": "res2net101_v1b",
-            "dla60_res2net": "res2net_dla60", "dla60_res2next": "res2next_dla60"}
 
 
 def _bn(ch):
@@ -90,9 +69,12 @@ class TorchBottle2neck(nn.Module):
 
 
 class TorchRes2Net(nn.Module):
-    def __init__(self, layers, base_width=26, scale=4, cardinality=1, v1b=False, num_classes=1000, in_chans=3):
+    """Res2Net / Res2NeXt; ``deep_stem`` and ``avg_down`` together make v1b (timm's ``res2net50d``)."""
+
+    def __init__(self, layers, base_width=26, scale=4, cardinality=1, deep_stem=False, avg_down=False,
+                 num_classes=1000, in_chans=3):
         super().__init__()
-        if v1b:
+        if deep_stem:
             self.conv1 = nn.Sequential(
                 nn.Conv2d(in_chans, 32, 3, 2, 1, bias=False), _bn(32), nn.ReLU(inplace=True),
                 nn.Conv2d(32, 32, 3, 1, 1, bias=False), _bn(32), nn.ReLU(inplace=True),
@@ -107,7 +89,7 @@ class TorchRes2Net(nn.Module):
             stride = 1 if stage == 0 else 2
             out_ch = planes * 4
             width = int(math.floor(planes * base_width / 64.0)) * cardinality
-            if v1b:
+            if avg_down:  # timm's layout: the (parameter-free) pool is at index 0 in every stage
                 down = nn.Sequential(nn.AvgPool2d(stride, stride, ceil_mode=True, count_include_pad=False),
                                      nn.Conv2d(in_ch, out_ch, 1, bias=False), _bn(out_ch))
             else:
@@ -174,9 +156,10 @@ class _DlaTree(nn.Module):
 
 
 class TorchRes2NetDLA(nn.Module):
-    def __init__(self, spec, num_classes=1000, in_chans=3, levels=(1, 1, 1, 2, 3, 1),
-                 channels=(16, 32, 128, 256, 512, 1024)):
+    def __init__(self, levels=(1, 1, 1, 2, 3, 1), channels=(16, 32, 128, 256, 512, 1024), scale=4, cardinality=1,
+                 base_width=28, num_classes=1000, in_chans=3):
         super().__init__()
+        spec = dict(base_width=base_width, scale=scale, cardinality=cardinality)
 
         def conv_bn_relu(cin, cout, k, stride=1):
             return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), _bn(cout), nn.ReLU(inplace=True)]
@@ -207,12 +190,39 @@ def _init(model):
             nn.init.zeros_(m.bias)
 
 
+# the PyTorch class of each architecture family of the registry
+_FAMILIES = {"res2net": TorchRes2Net, "res2net_dla": TorchRes2NetDLA}
+
+
+class _RegistryView(Mapping):
+    """``{registered model name: value(cfg)}`` for the models whose family has a torch class, read
+    from the registry on every access (models registered later are seen; aliases are not keys)."""
+
+    def __init__(self, value):
+        self._value = value
+
+    def _names(self):
+        return [n for n in list_models(include_aliases=False, sort=False) if get_model_cfg(n).family in _FAMILIES]
+
+    def __getitem__(self, name):
+        if name not in self._names():
+            raise KeyError(name)
+        return self._value(get_model_cfg(name))
+
+    def __iter__(self):
+        return iter(self._names())
+
+    def __len__(self):
+        return len(self._names())
+
+
+TORCH_ARCHS = _RegistryView(lambda cfg: dict(kind=cfg.family, **cfg.arch))
+TIMM_NAMES = _RegistryView(lambda cfg: cfg.timm_name)  # None: timm has no such model
+
+
 def create_torch_model(name, num_classes=1000, in_chans=3):
-    """The ``torch.nn`` model ``name`` (our names or timm's), randomly initialised, in train mode."""
-    key = _ALIASES.get(name, name)
-    if key not in TORCH_ARCHS:
+    """The ``torch.nn`` model ``name`` (a registered name or alias), randomly initialised, in train mode."""
+    if not is_model(name) or resolve_name(name) not in TORCH_ARCHS:
         raise KeyError(f"no torch reference for {name!r}")
-    spec = dict(TORCH_ARCHS[key])
-    if spec.pop("kind") == "dla":
-        return TorchRes2NetDLA(spec, num_classes=num_classes, in_chans=in_chans)
-    return TorchRes2Net(num_classes=num_classes, in_chans=in_chans, **spec)
+    cfg = get_model_cfg(name)
+    return _FAMILIES[cfg.family](num_classes=num_classes, in_chans=in_chans, **cfg.arch)

@@ -1,4 +1,9 @@
-"""How entry scripts end: a user's mistake is one clear line and exit status 2.
+"""The command-line layer of every entry script, and how those scripts end.
+
+``config`` (typed keys, YAML, ``parse_args``: train.py / validate.py; the top-level
+``config.py`` is that module), ``keys`` (the table of config keys), ``options`` (the parser
+pieces predict.py / export.py / benchmark.py share with it: one boolean vocabulary, one
+error style).
 
 Every entry script does ``run_main(main)``. A ``UserError`` (or a missing file) prints
 ``error: <message>`` on stderr and exits 2 with no traceback; ``--debug`` on the command line
@@ -7,11 +12,12 @@ Every entry script does ``run_main(main)``. A ``UserError`` (or a missing file) 
 import os
 import sys
 
-from .errors import UserError
+from ..errors import UserError
+from .options import debug_requested
 
 
 def _debug_requested(argv):
-    return "--debug" in argv or os.environ.get("MINDCV_RES2NET_DEBUG", "") not in ("", "0")
+    return debug_requested(argv) or os.environ.get("MINDCV_RES2NET_DEBUG", "") not in ("", "0")
 
 
 def run_main(main, argv=None):

@@ -29,29 +29,29 @@ is left untouched) that computes the same function in eval mode with fewer, larg
   not counted)`` is ``AvgPool(2, 2, 'same')`` (SAME padding at the bottom/right, not counted in the
   average).
 
-Speed (res2net50, 224 px, batch 8, CPU, MindSpore 2.8, 2 cores; docs/benchmarks.md): graph mode
-1.13x the plain model (9.33 against 8.28 img/s, 1.53x MindCV's), mostly from the stem max-pool;
-the CPU network is otherwise bound by its convolution kernels (~650 of ~860 ms per batch), next to
-which BatchNorm / BiasAdd passes are cheap. Compilation is ~45 % faster and PyNative ~1.4x faster
-(about half the operations). The fewer, larger kernels are aimed at GPU / Ascend, where per-kernel
-launch cost matters; not measured here.
+Measured speed-ups: ``docs/benchmarks.md`` (``python benchmark.py``, ``ours_optimized``).
 
 The result works in graph and PyNative mode, for every registered model (Res2Net, Res2NeXt, v1b,
 DLA-60 with Res2Net/Res2NeXt blocks), with ``features_only``, ``num_classes=0`` and every
 ``global_pool``. It keeps ``default_cfg``, ``num_classes``, ``num_features``, ``feature_info``,
-``features_only`` and ``out_indices`` of the original.
+``features_only`` and ``out_indices`` of the original; its head, feature maps and ``construct``
+are the training models' own (``models/base.py``), and the non-stage blocks run the training
+block's ``multi_scale`` with the folded convolutions.
+
+Building a model from a checkpoint for ``predict.py`` / ``export.py``: ``mindcv_res2net.deploy``.
 """
 import copy
 
 import numpy as np
 from mindspore import Tensor, nn, ops
 
-from .models.layers import SelectAdaptivePool2d
-from .models.res2net import Res2Net
-from .models.res2net_dla import Res2NetDLA
+from .base import ClassifierNet
+from .layers import MultiScaleBlock, SelectAdaptivePool2d
+from .res2net import Res2Net
+from .res2net_dla import DlaTreeBase, Res2NetDLA
 
-__all__ = ["optimize_for_inference", "build_inference_model", "check_image_size", "is_dla", "fold_conv_bn",
-           "FusedConv", "FusedBottle2neck", "FusedDlaBottle2neck", "FusedRes2Net", "FusedRes2NetDLA"]
+__all__ = ["optimize_for_inference", "fold_conv_bn", "FusedConv", "FusedBottle2neck", "FusedDlaBottle2neck",
+           "FusedRes2Net", "FusedRes2NetDLA", "STAGE_CONV_MODES"]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -123,9 +123,10 @@ class StemMaxPool(nn.Cell):
     """``MaxPool(3, 2, padding 1)`` of a non-negative input: zero padding + ``MaxPool(valid)``.
 
     (Exact only because the input is a ReLU output: a zero in the padding never wins the max.)
-    The zeros are concatenated around the input: on CPU this takes 22 ms at res2net50's stem
-    (batch 8, 224 px) against 154 ms for ``ops.Pad`` + MaxPool and 68 ms for ``nn.MaxPool2d``
-    with ``pad_mode='pad'`` (a 3-D max-pool with argmax).
+    The zeros are concatenated around the input, which is faster on CPU than ``ops.Pad`` + MaxPool
+    or ``nn.MaxPool2d`` with ``pad_mode='pad'`` (a 3-D max-pool with argmax). The zeros are slices of
+    the input times 0, not constants of the traced shape, so that an exported file keeps a variable
+    batch dimension (a constant would fix it to the traced batch in ONNX).
     """
 
     def __init__(self, kernel_size=3, stride=2, padding=1):
@@ -135,10 +136,10 @@ class StemMaxPool(nn.Cell):
 
     def construct(self, x):
         if self.padding:
-            b, c, h, w = x.shape
-            rows = ops.zeros((b, c, self.padding, w), x.dtype)
+            p = self.padding
+            rows = x[:, :, :p, :] * 0
             x = ops.cat((rows, x, rows), 2)
-            cols = ops.zeros((b, c, h + 2 * self.padding, self.padding), x.dtype)
+            cols = x[:, :, :, :p] * 0
             x = ops.cat((cols, x, cols), 3)
         return self.pool(x)
 
@@ -174,9 +175,12 @@ def _stage_grouped_weights(block, with_pool=True):
     return np.concatenate(ws, 0), np.concatenate(bs, 0)
 
 
-class FusedBottle2neck(nn.Cell):
+class FusedBottle2neck(MultiScaleBlock):
     """Eval-only Res2Net bottleneck with BN folded, built from a trained ``Bottle2neck`` (or DLA's
-    ``DlaBottle2neck``) and its fused shortcut; ``stage_convs``: see the module docstring."""
+    ``DlaBottle2neck``) and its fused shortcut; ``stage_convs``: see the module docstring.
+
+    A chain block (and a stage block with ``stage_convs="separate"``) runs the training block's
+    ``multi_scale`` over its folded convolutions (``chunk_conv``: conv + ReLU, no BN)."""
 
     def __init__(self, block, shortcut=None, stage_convs="merged"):
         super().__init__()
@@ -228,18 +232,11 @@ class FusedBottle2neck(nn.Cell):
         if self.stage_mode == "grouped":
             head, last = ops.split(out, (self.width * self.num_convs, self.width), axis=1)
             return self.conv3(ops.cat((self.grouped(head), self.pool(last)), 1))
-        chunks = ops.split(out, self.width, axis=1)
-        outputs = ()
-        sp = chunks[0]
-        for i in range(self.num_convs):
-            if i > 0:
-                sp = chunks[i] if self.is_stage else sp + chunks[i]
-            sp = self.convs[i](sp)
-            outputs = outputs + (sp,)
-        if self.scale > 1:
-            last = chunks[self.num_convs]
-            outputs = outputs + ((self.pool(last) if self.is_stage else last),)
-        return self.conv3(ops.cat(outputs, 1))
+        return self.conv3(self.multi_scale(out))
+
+    def chunk_conv(self, i, x):
+        """The i-th folded 3x3 conv of the chain (its BN folded in, ReLU included)."""
+        return self.convs[i](x)
 
     def construct(self, x):
         out = self.forward_body(x)
@@ -356,45 +353,36 @@ def _fuse_conv_sequence(seq):
 # whole networks
 # ------------------------------------------------------------------------------------------------
 
-class _FusedHeadMixin:
-    """Global pool + classifier of the original (no dropout: eval only)."""
-
-    def _copy_head(self, net):
-        self.global_pool = None
-        self.classifier = None
-        if net.features_only:
-            return
-        self.global_pool = SelectAdaptivePool2d(net.global_pool.pool_type)
-        if net.classifier is not None:
-            dense = net.classifier
-            self.classifier = nn.Dense(dense.in_channels, dense.out_channels, has_bias=dense.has_bias,
-                                       weight_init=Tensor(dense.weight.asnumpy()),
-                                       bias_init=Tensor(dense.bias.asnumpy()) if dense.has_bias else "zeros")
-
-    def _copy_attrs(self, net):
-        for name in ("num_classes", "num_features", "num_pooled_features", "feature_info", "features_only",
-                     "out_indices"):
-            if hasattr(net, name):
-                setattr(self, name, copy.deepcopy(getattr(net, name)))
-        cfg = getattr(net, "default_cfg", None)
-        if cfg is not None:
-            self.default_cfg = copy.deepcopy(cfg)
-
-    def forward_head(self, x, pre_logits=False):
-        x = self.global_pool(x)
-        if pre_logits or self.classifier is None:
-            return x
-        return self.classifier(x)
+def _copy_head(fused, net):
+    """Set ``fused``'s head and attributes from ``net``: a copy of its global pool and classifier
+    (no dropout: eval only), ``num_classes``, ``num_features``, ``feature_info``, ``features_only``,
+    ``out_indices`` and ``default_cfg``."""
+    for name in ("num_classes", "num_features", "num_pooled_features", "feature_info"):
+        if hasattr(net, name):
+            setattr(fused, name, copy.deepcopy(getattr(net, name)))
+    cfg = getattr(net, "default_cfg", None)
+    if cfg is not None:
+        fused.default_cfg = copy.deepcopy(cfg)
+    fused.features_only = bool(net.features_only)
+    fused.out_indices = tuple(net.out_indices)
+    fused.global_pool, fused.head_drop, fused.classifier = None, None, None
+    if net.features_only:
+        return
+    fused.global_pool = SelectAdaptivePool2d(net.global_pool.pool_type)
+    if net.classifier is not None:
+        dense = net.classifier
+        fused.classifier = nn.Dense(dense.in_channels, dense.out_channels, has_bias=dense.has_bias,
+                                    weight_init=Tensor(dense.weight.asnumpy()),
+                                    bias_init=Tensor(dense.bias.asnumpy()) if dense.has_bias else "zeros")
 
 
-class FusedRes2Net(_FusedHeadMixin, nn.Cell):
+class FusedRes2Net(ClassifierNet):
     """Eval-only ``Res2Net`` (Res2Net, Res2NeXt, v1b) with BN folded and merged stage convs."""
+
+    feature_stages = (("stem",), ("max_pool", "layer1"), ("layer2",), ("layer3",), ("layer4",))
 
     def __init__(self, net, stage_convs="merged"):
         super().__init__()
-        self._copy_attrs(net)
-        self.features_only = bool(net.features_only)
-        self.out_indices = tuple(net.out_indices)
         if isinstance(net.conv1, nn.SequentialCell):  # v1b deep stem: the last conv's BN is bn1
             stem = _fuse_conv_sequence(net.conv1)
             last_conv = list(net.conv1.cells())[-1]
@@ -409,32 +397,7 @@ class FusedRes2Net(_FusedHeadMixin, nn.Cell):
             blocks = [FusedBottle2neck(b, _fuse_shortcut(b.down_sample), stage_convs) for b in layer.cells()]
             layers.append(nn.SequentialCell(blocks))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self._copy_head(net)
-
-    def forward_features(self, x):
-        x = self.max_pool(self.stem(x))
-        x = self.layer1(x)
-        x = self.layer2(x)
-        x = self.layer3(x)
-        return self.layer4(x)
-
-    def forward_feature_maps(self, x):
-        x = self.stem(x)
-        maps = [x]
-        x = self.layer1(self.max_pool(x))
-        maps.append(x)
-        x = self.layer2(x)
-        maps.append(x)
-        x = self.layer3(x)
-        maps.append(x)
-        x = self.layer4(x)
-        maps.append(x)
-        return tuple(maps[i] for i in self.out_indices)
-
-    def construct(self, x):
-        if self.features_only:
-            return self.forward_feature_maps(x)
-        return self.forward_head(self.forward_features(x))
+        _copy_head(self, net)
 
 
 def _max_pool_padding(pool):
@@ -461,7 +424,7 @@ class FusedDlaRoot(nn.Cell):
         return self.conv(ops.cat(children, 1))
 
 
-class FusedDlaTree(nn.Cell):
+class FusedDlaTree(DlaTreeBase):
     def __init__(self, tree, stage_convs="merged"):
         super().__init__()
         self.levels = int(tree.levels)
@@ -483,27 +446,14 @@ class FusedDlaTree(nn.Cell):
             self.tree1 = FusedDlaTree(tree.tree1, stage_convs)
             self.tree2 = FusedDlaTree(tree.tree2, stage_convs)
 
-    def construct(self, x, children=()):
-        bottom = x if self.down_sample is None else self.down_sample(x)
-        if self.level_root:
-            children = children + (bottom,)
-        if self.levels == 1:
-            shortcut = bottom if self.project is None else self.project(bottom)
-            x1 = self.tree1(x, shortcut)
-            x2 = self.tree2(x1, x1)
-            return self.root((x2, x1) + children)
-        x1 = self.tree1(x)
-        return self.tree2(x1, children + (x1,))
 
-
-class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
+class FusedRes2NetDLA(ClassifierNet):
     """Eval-only ``Res2NetDLA`` with BN folded and merged stage convs."""
+
+    feature_stages = Res2NetDLA.feature_stages
 
     def __init__(self, net, stage_convs="merged"):
         super().__init__()
-        self._copy_attrs(net)
-        self.features_only = bool(net.features_only)
-        self.out_indices = tuple(net.out_indices)
         self.base_layer = nn.SequentialCell(_fuse_conv_sequence(net.base_layer))
         self.level0 = nn.SequentialCell(_fuse_conv_sequence(net.level0))
         self.level1 = nn.SequentialCell(_fuse_conv_sequence(net.level1))
@@ -511,30 +461,7 @@ class FusedRes2NetDLA(_FusedHeadMixin, nn.Cell):
         self.level3 = FusedDlaTree(net.level3, stage_convs)
         self.level4 = FusedDlaTree(net.level4, stage_convs)
         self.level5 = FusedDlaTree(net.level5, stage_convs)
-        self._copy_head(net)
-
-    def forward_features(self, x):
-        x = self.level1(self.level0(self.base_layer(x)))
-        x = self.level3(self.level2(x))
-        return self.level5(self.level4(x))
-
-    def forward_feature_maps(self, x):
-        x = self.level1(self.level0(self.base_layer(x)))
-        maps = [x]
-        x = self.level2(x)
-        maps.append(x)
-        x = self.level3(x)
-        maps.append(x)
-        x = self.level4(x)
-        maps.append(x)
-        x = self.level5(x)
-        maps.append(x)
-        return tuple(maps[i] for i in self.out_indices)
-
-    def construct(self, x):
-        if self.features_only:
-            return self.forward_feature_maps(x)
-        return self.forward_head(self.forward_features(x))
+        _copy_head(self, net)
 
 
 def optimize_for_inference(net, stage_convs="merged"):
@@ -560,110 +487,3 @@ def optimize_for_inference(net, stage_convs="merged"):
                         f"got {type(net).__name__}")
     fused.set_train(False)
     return fused
-
-
-
-# ------------------------------------------------------------------------------------------------
-# building a model for predict.py / export.py
-# ------------------------------------------------------------------------------------------------
-
-def is_dla(model_or_name):
-    """True for the DLA-60 models (input sizes must be multiples of 32)."""
-    if isinstance(model_or_name, (Res2NetDLA, FusedRes2NetDLA)):
-        return True
-    if isinstance(model_or_name, str):
-        from .models.registry import resolve_name
-        return "dla" in resolve_name(model_or_name)
-    return False
-
-
-def check_image_size(model_or_name, image_size):
-    """Raise ``UserError`` for an input size the model cannot take.
-
-    DLA's aggregation nodes concatenate maps produced by strided convolutions (sizes rounded up)
-    with max-pooled ones (sizes rounded down); they line up only when the size is a multiple of 32.
-    """
-    from .errors import UserError
-    try:
-        size = int(image_size)
-    except (TypeError, ValueError):
-        raise UserError(f"image size must be a whole number of pixels, got {image_size!r}") from None
-    if size != image_size or size < 1:
-        raise UserError(f"image size must be a positive whole number of pixels, got {image_size!r}")
-    if is_dla(model_or_name) and size % 32:
-        lower, upper = max(32, size // 32 * 32), (size // 32 + 1) * 32
-        raise UserError(f"DLA models need an image size divisible by 32, got {size}: use e.g. "
-                        f"--image_size {lower} or {upper}")
-    return size
-
-
-def _checkpoint_classes(ckpt_path, meta):
-    """The classifier size saved in a MindSpore checkpoint (meta first), or None."""
-    if isinstance(meta.get("num_classes"), int):
-        return meta["num_classes"]
-    from .checkpoint import read_checkpoint
-    arrays = read_checkpoint(ckpt_path)
-    prefixes = ("", "ema.", "network.", "_backbone.", "backbone.", "model.", "module.", "net.")
-    for name in (p + "classifier.weight" for p in prefixes):
-        if name in arrays and len(getattr(arrays[name], "shape", ())) == 2:
-            return int(arrays[name].shape[0])
-    return 0  # a backbone-only checkpoint
-
-
-def build_inference_model(model_name, ckpt_path=None, pretrained=False, num_classes=None, in_channels=None,
-                          use_ema=False, global_pool="avg"):
-    """Create ``model_name``, load its weights and return ``(optimised_net, info)``.
-
-    ``num_classes`` / ``in_channels`` default to what the checkpoint holds (its saved metadata or its
-    classifier), else 1000 / 3. A checkpoint whose classifier does not match ``num_classes`` raises
-    ``UserError`` (predicting with a freshly initialised classifier is never wanted). ``info`` holds
-    ``num_classes``, ``in_channels``, ``default_cfg``, ``meta`` (the checkpoint's metadata, e.g.
-    ``class_names``) and ``weights`` (a description of where the weights came from).
-    """
-    from .errors import UserError
-    from .models import create_model, is_model
-
-    if not is_model(model_name):
-        create_model(model_name)  # raises the factory's UserError with suggestions
-    if ckpt_path and pretrained:
-        raise UserError("pass either --ckpt_path or --pretrained, not both")
-    meta = {}
-    ckpt_classes = None
-    if ckpt_path:
-        from .checkpoint import PYTORCH_SUFFIXES, read_checkpoint_meta
-        if not str(ckpt_path).lower().endswith(PYTORCH_SUFFIXES):
-            meta = read_checkpoint_meta(ckpt_path) or {}
-            ckpt_classes = _checkpoint_classes(ckpt_path, meta)
-    if num_classes is None:
-        num_classes = ckpt_classes if ckpt_classes is not None else 1000
-    if ckpt_classes is not None and ckpt_classes and int(num_classes) != ckpt_classes:
-        raise UserError(f"checkpoint {ckpt_path} has a {ckpt_classes}-class classifier but --num_classes is "
-                        f"{num_classes}: pass --num_classes {ckpt_classes} (or leave it out)")
-    if in_channels is None:
-        in_channels = meta.get("in_channels") if isinstance(meta.get("in_channels"), int) else 3
-    net = create_model(model_name, num_classes=int(num_classes), in_channels=int(in_channels),
-                       global_pool=global_pool)
-    weights = "random initialisation"
-    report, source = None, None
-    if pretrained:
-        from .models.pretrained import load_pretrained
-        from .models.registry import resolve_name
-        report = load_pretrained(net, resolve_name(model_name), num_classes=int(num_classes),
-                                 in_channels=int(in_channels))
-        weights = source = f"the published {model_name} weights"
-    if ckpt_path:
-        from .checkpoint import load_model_weights
-        report = load_model_weights(net, ckpt_path, strict=True, num_classes=int(num_classes),
-                                    in_channels=int(in_channels), use_ema=bool(use_ema))
-        weights = str(ckpt_path) + (" (EMA)" if use_ema else "")
-        source = f"checkpoint {ckpt_path}"
-    fresh = [n for n in getattr(report, "kept_fresh", None) or [] if n.startswith("classifier.")]
-    if fresh and int(num_classes) > 0:
-        held = f"a {ckpt_classes}-class one" if ckpt_classes else "another size"
-        raise UserError(f"{source} has no {num_classes}-class classifier (it holds {held}): its predictions "
-                        f"would come from an untrained classifier. Pass the --num_classes it was trained with "
-                        f"(or leave --num_classes out).")
-    net.set_train(False)
-    info = {"model": model_name, "num_classes": int(num_classes), "in_channels": int(in_channels),
-            "default_cfg": dict(getattr(net, "default_cfg", {}) or {}), "meta": meta, "weights": weights}
-    return optimize_for_inference(net), info

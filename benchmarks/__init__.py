@@ -1,0 +1,1 @@
+"""Benchmark helpers run from the repository (not installed with the package)."""

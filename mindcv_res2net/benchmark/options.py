@@ -1,0 +1,102 @@
+"""benchmark.py's command line: the parser and the checks that need no model code.
+
+The model name is checked by :func:`mindcv_res2net.benchmark.runners.check_model` (it needs the
+registry, hence MindSpore); everything here runs before MindSpore is imported.
+"""
+import argparse
+
+from ..cli.options import BoolFlag, Parser, add_debug, split_list
+from ..errors import UserError
+
+TASKS = ("train", "infer", "data")
+REFERENCES = ("mindcv", "torch", "timm", "onnxruntime")
+AMP_LEVELS = ("O0", "O1", "O2", "O3")
+
+
+def build_parser():
+    p = Parser(prog="benchmark.py",
+               description="Benchmark Res2Net models (speed against MindCV / PyTorch, the input "
+                           "pipeline) or print the model table.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="res2net50", help="model name (mindcv_res2net.list_models())")
+    p.add_argument("--task", default="train", choices=TASKS,
+                   help="train: forward+backward+update; infer: eval forward; data: input pipeline alone")
+    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--image_size", type=int, default=224)
+    p.add_argument("--num_classes", type=int, default=1000)
+    p.add_argument("--mode", type=int, default=0, help="0: graph mode, 1: PyNative mode")
+    p.add_argument("--amp_level", default="O0", help="O0 (fp32), O1, O2, O3 (MindCV levels)")
+    p.add_argument("--device_target", default="auto", help="auto, CPU, GPU or Ascend")
+    p.add_argument("--steps", type=int, default=20, help="timed rounds (data: batches)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls after the first one (data: batches)")
+    p.add_argument("--compare", default="",
+                   help="comma-separated references measured in the same run: mindcv, torch, timm, "
+                        "onnxruntime (infer only: our model exported to ONNX as export.py does, run by "
+                        "onnxruntime with MindSpore's CPU thread count)")
+    p.add_argument("--settle_ms", type=float, default=20.0,
+                   help="untimed pause before each timed step, so that the thread pools of the previous "
+                        "implementation (MindSpore, OpenMP) stop spinning before the next one is timed")
+    p.add_argument("--json", default=None, metavar="PATH", help="also write the results to this JSON file")
+    p.add_argument("--table", action=BoolFlag,
+                   help="print the table of every model (parameters, MACs at 224 px, published accuracy)")
+    p.add_argument("--workers", default="1,2", help="data task: decode/augment worker counts to measure")
+    p.add_argument("--num_images", type=int, default=256,
+                   help="data task: synthetic 500x375 JPEGs to generate (cycled through)")
+    p.add_argument("--data_dir", default=None,
+                   help="data task: an ImageFolder root (DATA_DIR/train/<class>/*.jpg) to read instead of "
+                        "generated JPEGs")
+    p.add_argument("--seed", type=int, default=0)
+    add_debug(p)
+    return p
+
+
+def validate(args):
+    """Check the parsed command line (the model name aside) and fill in ``args.references`` and
+    ``args.worker_counts``; ``UserError`` for a mistake."""
+    if args.batch_size <= 0:
+        raise UserError(f"batch_size must be > 0, got {args.batch_size}. Pass --batch_size 1 or more")
+    if args.steps <= 0:
+        raise UserError(f"steps must be > 0, got {args.steps}. Pass --steps 1 or more")
+    if args.warmup < 0:
+        raise UserError(f"warmup must be >= 0, got {args.warmup}")
+    if args.num_classes <= 0:
+        raise UserError(f"num_classes must be > 0, got {args.num_classes}")
+    if args.mode not in (0, 1):
+        raise UserError(f"mode must be 0 (graph) or 1 (pynative), got {args.mode}")
+    args.amp_level = str(args.amp_level).upper()
+    if args.amp_level not in AMP_LEVELS:
+        raise UserError(f"unknown amp_level: {args.amp_level!r}. Use one of: {', '.join(AMP_LEVELS)}")
+    if args.task != "data" and not args.table:
+        if args.image_size < 32:
+            raise UserError(f"image_size must be >= 32 (the models reduce it 32-fold), got {args.image_size}")
+        if "dla" in args.model and args.image_size % 32:
+            raise UserError(f"{args.model}: image_size must be a multiple of 32 (the DLA tree max-pools), "
+                            f"got {args.image_size}")
+    elif args.image_size < 8:
+        raise UserError(f"image_size must be >= 8, got {args.image_size}")
+    refs = []
+    for name in split_list(args.compare):
+        key = name.lower()
+        if key not in REFERENCES:
+            raise UserError(f"unknown reference in --compare: {name!r}. Use a comma-separated list of: "
+                            f"{', '.join(REFERENCES)}")
+        if key not in refs:
+            refs.append(key)
+    if refs and args.task == "data":
+        raise UserError("--compare applies to --task train and infer, not to --task data")
+    if "onnxruntime" in refs and args.task == "train" and not args.table:
+        raise UserError("--compare onnxruntime measures inference only: use it with --task infer")
+    args.references = refs
+    try:
+        args.worker_counts = [int(w) for w in split_list(args.workers)]
+    except ValueError:
+        raise UserError(f"--workers must be comma-separated whole numbers, got {args.workers!r}") from None
+    if not args.worker_counts or min(args.worker_counts) <= 0:
+        raise UserError(f"--workers must list worker counts >= 1, got {args.workers!r}")
+    if args.task == "data" and not args.table and args.data_dir is None and args.num_images < args.batch_size:
+        raise UserError(f"num_images ({args.num_images}) must be >= batch_size ({args.batch_size})")
+
+
+def command(args):
+    """The command line of this run, as the reports record it."""
+    return "python benchmark.py " + " ".join(args.argv)

@@ -1,0 +1,116 @@
+"""Building the model that ``predict.py`` and ``export.py`` run: create the architecture, load its
+weights (a checkpoint or the published ones) and return the inference-optimised network.
+
+- ``build_inference_model(name, ckpt_path=..., pretrained=..., ...)``: ``(optimised net, info)``;
+  the number of classes and input channels default to what the checkpoint holds.
+- ``check_image_size(model_or_name, size)``: the input sizes a model can take (DLA: multiples of 32).
+
+Reading the checkpoint is ``checkpoint.py``'s (the same wrapper prefixes as the loader);
+the optimised network is ``models/inference.py``'s.
+"""
+from .checkpoint import PYTORCH_SUFFIXES, read_checkpoint, read_checkpoint_meta, strip_wrapper_prefix
+from .errors import UserError
+from .models import is_model
+from .models.factory import create_model
+from .models.inference import FusedRes2NetDLA, optimize_for_inference
+from .weights import load_model_weights
+from .models.pretrained import load_pretrained
+from .models.registry import resolve_name
+from .models.res2net_dla import Res2NetDLA
+
+__all__ = ["build_inference_model", "check_image_size", "is_dla"]
+
+# The classifier's parameters as the model names them (a checkpoint may add a wrapper's prefix).
+_CLASSIFIER_PARAMS = ("classifier.weight", "classifier.bias")
+
+
+def is_dla(model_or_name):
+    """True for the DLA-60 models (input sizes must be multiples of 32)."""
+    if isinstance(model_or_name, (Res2NetDLA, FusedRes2NetDLA)):
+        return True
+    if isinstance(model_or_name, str):
+        return "dla" in resolve_name(model_or_name)
+    return False
+
+
+def check_image_size(model_or_name, image_size):
+    """Raise ``UserError`` for an input size the model cannot take.
+
+    DLA's aggregation nodes concatenate maps produced by strided convolutions (sizes rounded up)
+    with max-pooled ones (sizes rounded down); they line up only when the size is a multiple of 32.
+    """
+    try:
+        size = int(image_size)
+    except (TypeError, ValueError):
+        raise UserError(f"image size must be a whole number of pixels, got {image_size!r}") from None
+    if size != image_size or size < 1:
+        raise UserError(f"image size must be a positive whole number of pixels, got {image_size!r}")
+    if is_dla(model_or_name) and size % 32:
+        lower, upper = max(32, size // 32 * 32), (size // 32 + 1) * 32
+        raise UserError(f"DLA models need an image size divisible by 32, got {size}: use e.g. "
+                        f"--image_size {lower} or {upper}")
+    return size
+
+
+def _checkpoint_classes(ckpt_path, meta):
+    """The classifier size saved in a MindSpore checkpoint (meta first; else its classifier weight,
+    raw or EMA, under a wrapper prefix as the loader strips it), or 0 for a backbone-only one."""
+    if isinstance(meta.get("num_classes"), int):
+        return meta["num_classes"]
+    arrays = strip_wrapper_prefix(read_checkpoint(ckpt_path), _CLASSIFIER_PARAMS)
+    for name in ("classifier.weight", "ema.classifier.weight"):
+        if name in arrays and len(getattr(arrays[name], "shape", ())) == 2:
+            return int(arrays[name].shape[0])
+    return 0  # a backbone-only checkpoint
+
+
+def build_inference_model(model_name, ckpt_path=None, pretrained=False, num_classes=None, in_channels=None,
+                          use_ema=False, global_pool="avg"):
+    """Create ``model_name``, load its weights and return ``(optimised_net, info)``.
+
+    ``num_classes`` / ``in_channels`` default to what the checkpoint holds (its saved metadata or its
+    classifier), else 1000 / 3. A checkpoint whose classifier does not match ``num_classes`` raises
+    ``UserError`` (predicting with a freshly initialised classifier is never wanted). ``info`` holds
+    ``num_classes``, ``in_channels``, ``default_cfg``, ``meta`` (the checkpoint's metadata, e.g.
+    ``class_names``) and ``weights`` (a description of where the weights came from).
+    """
+    if not is_model(model_name):
+        create_model(model_name)  # raises the factory's UserError with suggestions
+    if ckpt_path and pretrained:
+        raise UserError("pass either --ckpt_path or --pretrained, not both")
+    meta = {}
+    ckpt_classes = None
+    if ckpt_path:
+        if not str(ckpt_path).lower().endswith(PYTORCH_SUFFIXES):
+            meta = read_checkpoint_meta(ckpt_path) or {}
+            ckpt_classes = _checkpoint_classes(ckpt_path, meta)
+    if num_classes is None:
+        num_classes = ckpt_classes if ckpt_classes is not None else 1000
+    if ckpt_classes is not None and ckpt_classes and int(num_classes) != ckpt_classes:
+        raise UserError(f"checkpoint {ckpt_path} has a {ckpt_classes}-class classifier but --num_classes is "
+                        f"{num_classes}: pass --num_classes {ckpt_classes} (or leave it out)")
+    if in_channels is None:
+        in_channels = meta.get("in_channels") if isinstance(meta.get("in_channels"), int) else 3
+    net = create_model(model_name, num_classes=int(num_classes), in_channels=int(in_channels),
+                       global_pool=global_pool)
+    weights = "random initialisation"
+    report, source = None, None
+    if pretrained:
+        report = load_pretrained(net, resolve_name(model_name), num_classes=int(num_classes),
+                                 in_channels=int(in_channels))
+        weights = source = f"the published {model_name} weights"
+    if ckpt_path:
+        report = load_model_weights(net, ckpt_path, strict=True, num_classes=int(num_classes),
+                                    in_channels=int(in_channels), use_ema=bool(use_ema))
+        weights = str(ckpt_path) + (" (EMA)" if use_ema else "")
+        source = f"checkpoint {ckpt_path}"
+    fresh = [n for n in getattr(report, "kept_fresh", None) or [] if n.startswith("classifier.")]
+    if fresh and int(num_classes) > 0:
+        held = f"a {ckpt_classes}-class one" if ckpt_classes else "another size"
+        raise UserError(f"{source} has no {num_classes}-class classifier (it holds {held}): its predictions "
+                        f"would come from an untrained classifier. Pass the --num_classes it was trained with "
+                        f"(or leave --num_classes out).")
+    net.set_train(False)
+    info = {"model": model_name, "num_classes": int(num_classes), "in_channels": int(in_channels),
+            "default_cfg": dict(getattr(net, "default_cfg", {}) or {}), "meta": meta, "weights": weights}
+    return optimize_for_inference(net), info

@@ -1,0 +1,190 @@
+"""The weights cache's files: hash records, unique staging names, one writer per file.
+
+- ``<file>.sha256`` records ``"<64 hex sha256> <size>"`` of a cached file; it is written (atomically)
+  before the file appears under its name;
+- staging files are named ``.<file>.<pid>.<random>.<suffix>`` beside their target, so writers never
+  clash; ``remove_stale_temps`` removes those of killed processes;
+- ``cache_lock(target)`` holds ``<target>.lock`` (``flock``) while one process produces ``target``.
+"""
+import contextlib
+import glob
+import logging
+import os
+import secrets
+import socket
+import time
+
+from ..errors import UserError
+
+# messages of the weights cache, under the logger of the weights module (mindcv_res2net.models.pretrained)
+_logger = logging.getLogger(__name__.rpartition(".")[0] + ".pretrained")
+
+_HEX = set("0123456789abcdef")
+
+
+# ---- records: "<64 hex sha256> <size>" in <file>.sha256 ---------------------------------------
+
+def record_file(path):
+    return path + ".sha256"
+
+
+def read_record(path):
+    """``(digest, size)`` recorded for ``path``; ``(None, None)`` without a record.
+
+    A record that cannot be parsed is reported (it was edited or damaged by hand), never ignored:
+    ignoring it would silently accept another file."""
+    record = record_file(path)
+    try:
+        with open(record) as f:
+            text = f.read()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        raise UserError(f"cannot read the hash record {record} ({exc}); fix its permissions or delete it "
+                        f"together with {path}, and run again") from exc
+    parts = text.split()
+    if len(parts) != 2 or len(parts[0]) != 64 or not set(parts[0].lower()) <= _HEX or not parts[1].isdigit():
+        raise UserError(f"the hash record {record} is damaged (expected '<64 hex digits> <size>', got "
+                        f"{text[:80]!r}): delete it and {path}, and run again to download a fresh copy")
+    return parts[0].lower(), int(parts[1])
+
+
+def new_temp(target, suffix):
+    """Create a unique staging file beside ``target`` (mode 0666 less the umask); ``(fd, path)``."""
+    directory, base = os.path.split(target)
+    while True:
+        path = os.path.join(directory, f".{base}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), path
+        except FileExistsError:  # pragma: no cover - 32 random bits collided
+            continue
+
+
+def fsync_dir(directory):
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory handles
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_record(path, digest, size=None):
+    """Record ``digest`` for ``path`` (atomically, under a unique staging name)."""
+    size = os.path.getsize(path) if size is None else size
+    fd, tmp = new_temp(record_file(path), ".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{digest} {size}\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, record_file(path))
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+
+
+def remove_quietly(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def remove_stale_temps(target, older_than_s=3600):
+    """Under ``target``'s lock: remove staging files of ``target`` left by killed processes (a live
+    writer appends to its file continuously, so an hour without a change means nobody owns it)."""
+    directory, base = os.path.split(target)
+    base = glob.escape(base)
+    now = time.time()
+    for pattern in (f".{base}.*.part", f".{base}.*.tmp", f".{base}.*.ckpt*", f"{base}.*.part"):
+        for path in glob.glob(os.path.join(glob.escape(directory), pattern)):
+            try:
+                if now - os.path.getmtime(path) > older_than_s:
+                    os.remove(path)
+            except OSError:
+                pass
+
+
+# ---- one writer per cached file ---------------------------------------------------------------
+
+_LOCKING_WARNED = []
+
+
+@contextlib.contextmanager
+def cache_lock(target):
+    """Hold ``<target>.lock`` exclusively (``flock``) while ``target`` is produced.
+
+    The lock file is removed on release; a process that locked a file that was removed meanwhile
+    (its inode no longer under that name) locks again, so two holders are never possible.
+    Where the filesystem has no locks, writers still never clash (unique staging names, atomic
+    renames), they only duplicate the work; this is said once in the log."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    lock = target + ".lock"
+    fd = _acquire(fcntl, lock, target)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            remove_quietly(lock)
+            os.close(fd)
+
+
+def _acquire(fcntl, lock, target):
+    """An open descriptor holding ``lock`` exclusively, or None where locks are unavailable."""
+    waited = False
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            _warn_no_locking(lock, exc)
+            return None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not waited:
+                    waited = True
+                    _logger.info("waiting for another process that is writing %s (%s, %s)", target, lock,
+                                 _lock_holder(lock))
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:  # ENOLCK / EOPNOTSUPP: a filesystem without locks
+            os.close(fd)
+            _warn_no_locking(lock, exc)
+            return None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the previous holder removed the file this one waited on: lock the current one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+    except OSError:
+        pass
+    return fd
+
+
+def _lock_holder(lock):
+    try:
+        with open(lock) as f:
+            return f.read().strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"
+
+
+def _warn_no_locking(lock, exc):
+    if not _LOCKING_WARNED:
+        _LOCKING_WARNED.append(lock)
+        _logger.warning("cannot lock %s (%s): processes sharing this cache may each download the same "
+                        "weights (they do not corrupt each other)", lock, exc)
