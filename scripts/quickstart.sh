@@ -5,7 +5,7 @@
 #   EPOCHS=1 bash scripts/quickstart.sh        # shorter
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+RUNTIME_ONLY=1 bash scripts/setup.sh  # the runtime only: no PyTorch, no test tools
 PY=.venv/bin/python
 DATA=${DATA:-data/fashion_mnist}
 CKPT=${CKPT:-ckpt/fashion_mnist}

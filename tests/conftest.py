@@ -1,4 +1,5 @@
 """Shared test setup: the repository root on sys.path, PyNative mode by default, fixed seeds."""
+import logging
 import os
 import sys
 
@@ -37,6 +38,27 @@ def graph_mode():
 def reference_dir():
     """tests/data: the published key lists (``res2net_keys/<model>.tsv``)."""
     return REFERENCE_DIR
+
+
+class _Messages(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def dataset_warnings():
+    """The messages of the warnings the data package logs during the test (the handler is attached to
+    its logger directly: ``setup_logging`` elsewhere in the same process turns propagation to the
+    root logger off)."""
+    handler = _Messages()
+    logger = logging.getLogger("mindcv_res2net.data.dataset")
+    logger.addHandler(handler)
+    yield handler.messages
+    logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from val (or an extra one) shifted every later label and corrupted top-1 without
 ``class_names``): an unknown folder is a ``UserError`` naming it, a missing class a warning.
 """
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -43,26 +42,6 @@ def _args(data_dir):
 
 
 _SINGLE = types.SimpleNamespace(world_size=1, rank=0)
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def dataset_warnings():
-    """Warnings of the data package (attached to its logger directly: ``setup_logging`` elsewhere
-    in the same process turns propagation to the root logger off)."""
-    handler = _Records()
-    logger = logging.getLogger("mindcv_res2net.data.dataset")
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)
 
 
 def _loader_labels(split):

@@ -5,54 +5,27 @@
 process may use, with a one-line warning logged once. validate.py checks the checkpoint file, the
 model name and the data folder before it joins a cluster or builds a pipeline.
 """
-import logging
 import os
 import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from mindcv_res2net.errors import UserError
+from tests.fault.test_bad_input import make_image_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 WARNING = "num_parallel_workers="
 
 
-def _folder(root, classes=("cat", "dog"), per_class=2, size=32):
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for c in classes:
-            d = os.path.join(root, split, c)
-            os.makedirs(d, exist_ok=True)
-            for i in range(per_class):
-                Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(os.path.join(d, f"{i}.png"))
-    return str(root)
-
-
-class _Records(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def data_warnings():
-    handler = _Records()
-    logger = logging.getLogger("mindcv_res2net.data.dataset")
-    logger.addHandler(handler)
-    yield handler.messages
-    logger.removeHandler(handler)
+def _folder(root):
+    return make_image_folder(root, per_class=2)
 
 
 # ----------------------------------------------------------------------------- the clamp
 
-def test_workers_are_clamped_to_the_cores_of_the_process(monkeypatch, data_warnings):
+def test_workers_are_clamped_to_the_cores_of_the_process(monkeypatch, dataset_warnings):
     from mindcv_res2net.data import dataset
 
     monkeypatch.setattr(dataset, "_WORKERS_WARNED", set())
@@ -63,8 +36,8 @@ def test_workers_are_clamped_to_the_cores_of_the_process(monkeypatch, data_warni
     assert dataset.resolve_workers(8) == 3
     assert dataset.resolve_workers(2) == 2
     assert dataset.resolve_workers(None) == 3
-    clamps = [m for m in data_warnings if WARNING in m]
-    assert len(clamps) == 1, data_warnings  # once per process, one line
+    clamps = [m for m in dataset_warnings if WARNING in m]
+    assert len(clamps) == 1, dataset_warnings  # once per process, one line
     assert "num_parallel_workers=8" in clamps[0] and "3 CPU core" in clamps[0] and "\n" not in clamps[0]
 
     monkeypatch.delattr(os, "sched_getaffinity", raising=False)  # platforms without affinity masks
@@ -74,7 +47,7 @@ def test_workers_are_clamped_to_the_cores_of_the_process(monkeypatch, data_warni
     assert dataset.available_cores() == 1
 
 
-def test_loader_with_more_workers_than_cores_runs(tmp_path, data_warnings):
+def test_loader_with_more_workers_than_cores_runs(tmp_path, dataset_warnings):
     from mindcv_res2net.data import create_dataset, create_loader
 
     data = _folder(tmp_path)
@@ -83,7 +56,7 @@ def test_loader_with_more_workers_than_cores_runs(tmp_path, data_warnings):
     loader = create_loader(ds, batch_size=2, num_parallel_workers=too_many, image_resize=32)
     labels = [int(v) for _x, y in loader.create_tuple_iterator(num_epochs=1, output_numpy=True) for v in y]
     assert labels == [0, 0, 1, 1]
-    assert len([m for m in data_warnings if f"num_parallel_workers={too_many}" in m]) <= 1
+    assert len([m for m in dataset_warnings if f"num_parallel_workers={too_many}" in m]) <= 1
 
 
 # ----------------------------------------------------------------------------- the scripts
