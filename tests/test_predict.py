@@ -17,6 +17,7 @@ from mindcv_res2net.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import predict as predict_script  # noqa: E402  (the top-level predict.py)
+from mindcv_res2net import prediction  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 CLASS_NAMES = [f"thing {i}" for i in range(10)]
@@ -37,7 +38,7 @@ def exif_bytes(orientation):
 
 @pytest.fixture(scope="module")
 def preprocessor():
-    return predict_script.Preprocessor(32, 3, {"crop_pct": 0.875, "interpolation": "bilinear"})
+    return prediction.Preprocessor(32, 3, {"crop_pct": 0.875, "interpolation": "bilinear"})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -127,11 +128,11 @@ def test_collect_images(tmp_path):
     (tmp_path / "a" / "b").mkdir(parents=True)
     for rel in ("a/1.JPG", "a/b/2.png", "a/notes.txt", "a/b/.hidden.png", "loose.dat"):
         (tmp_path / rel).write_bytes(b"x")
-    found = predict_script.collect_images([str(tmp_path / "a"), str(tmp_path / "loose.dat")])
+    found = prediction.collect_images([str(tmp_path / "a"), str(tmp_path / "loose.dat")])
     assert [os.path.relpath(p, tmp_path) for p in found] == ["a/1.JPG", os.path.join("a", "b", "2.png"),
                                                              "loose.dat"]
     with pytest.raises(UserError, match="not found"):
-        predict_script.collect_images([str(tmp_path / "missing.jpg")])
+        prediction.collect_images([str(tmp_path / "missing.jpg")])
 
 
 def test_collect_images_ends_on_symlink_cycles(tmp_path):
@@ -147,8 +148,8 @@ def test_collect_images_ends_on_symlink_cycles(tmp_path):
     os.symlink(top / "a", top / "a" / "b" / "up_a")
     os.symlink("..", top / "a" / "parent")
     os.symlink(top / "other", top / "a" / "other_link")  # a second way into "other"
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import predict; "
-            "print(json.dumps(predict.collect_images([sys.argv[2]])))")
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
+            "from mindcv_res2net import prediction; print(json.dumps(prediction.collect_images([sys.argv[2]])))")
     proc = subprocess.run([sys.executable, "-c", code, ROOT, str(top)], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr[-2000:]
