@@ -21,7 +21,7 @@ ours / reference of img/s (> 1: ours is faster).
 
 Implementations: ``ours`` (mindcv_res2net, with ``train_step.TrainStep`` for training),
 ``ours_optimized`` (inference only: ``optimize_for_inference``, BatchNorm folded), ``mindcv``
-(MindCV's own Res2Net, same TrainStep / AMP wrapper), ``torch`` (``mindcv_res2net.bench_torch``,
+(MindCV's own Res2Net, same TrainStep / AMP wrapper), ``torch`` (``benchmarks/bench_torch.py``,
 a torch.nn Res2Net; SGD momentum + CE step), ``timm`` (timm's model when timm imports, else
 the ``torch`` reference in its place, with a note) and ``onnxruntime`` (inference only: our model
 exported to ONNX with a variable batch by export.py's code, into a temporary folder, run by

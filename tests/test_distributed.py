@@ -35,6 +35,14 @@ EXTRA = os.environ.get("MINDCV_RES2NET_DIST_EXTRA", "") not in ("", "0")
 needs_extra = pytest.mark.skipif(not EXTRA, reason="extra failure scenario; set MINDCV_RES2NET_DIST_EXTRA=1")
 
 
+def launch_env(root):
+    """The environment for a launcher started by a test: no launcher variables of the test's own
+    process, the repository ``root`` importable, this Python's bin first on PATH."""
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
+    env.update(PYTHONPATH=root, GLOG_v="3", PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
+    return env
+
+
 def _mpi4py_ok():
     try:
         import mpi4py  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import

@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 
-from test_distributed import LAUNCH_ENV_KEYS, MPIRUN, _mpi4py_ok  # one launcher detection for every test
+from test_distributed import MPIRUN, _mpi4py_ok, launch_env  # one launcher detection for every test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "res2net", "res2net_fashion_mnist_cpu.yaml")
@@ -34,12 +34,6 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def subset(fashion_mnist_subset):
     return fashion_mnist_subset(40)
-
-
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
-    env.update(PYTHONPATH=ROOT, GLOG_v="3", PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
-    return env
 
 
 def per_rank_train_command(data, base, *extra):
@@ -58,7 +52,7 @@ def _mpirun_train(data, base, *extra, timeout=600):
         cmd += ["-x", key]
     start = time.time()
     proc = subprocess.run(cmd + per_rank_train_command(data, base, *extra), capture_output=True, text=True,
-                          timeout=timeout, env=_env(), cwd=ROOT, check=False)
+                          timeout=timeout, env=launch_env(ROOT), cwd=ROOT, check=False)
     return proc.returncode, proc.stdout + proc.stderr, time.time() - start
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from test_distributed import LAUNCH_ENV_KEYS, MPIRUN, MSRUN, _mpi4py_ok  # one launcher detection for both files
+from test_distributed import MPIRUN, MSRUN, _mpi4py_ok, launch_env  # one launcher detection for both files
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO = os.path.join(ROOT, "configs", "res2net", "res2net_fashion_mnist_cpu.yaml")
@@ -27,12 +27,6 @@ def subset(fashion_mnist_subset):
     return fashion_mnist_subset(101)
 
 
-def _env():
-    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV_KEYS}
-    env.update(PYTHONPATH=ROOT, GLOG_v="3", PATH=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
-    return env
-
-
 def _train_args(data, save, mode):
     return ["-c", DEMO, "--data_dir", data, "--ckpt_save_dir", save, "--mode", mode, "--epoch_size", 1,
             "--num_samples", "null", "--batch_size", 16, "--warmup_epochs", 0, "--decay_epochs", 1,
@@ -40,7 +34,7 @@ def _train_args(data, save, mode):
 
 
 def _run(cmd, timeout=420):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=_env(),
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, env=launch_env(ROOT),
                           cwd=ROOT)
     return proc.returncode, proc.stdout + proc.stderr
 
