@@ -5,6 +5,7 @@ pipeline, and the model table (parameters, MACs, published accuracy).
     python benchmark.py --model res2net50 --task train --batch_size 8 --compare mindcv,torch
     python benchmark.py --model res2net50 --task infer --batch_size 8 --compare mindcv,torch --json r.json
     python benchmark.py --model res2net50 --task infer --batch_size 8 --compare mindcv,torch,onnxruntime
+    python benchmark.py --model res2net50 --task train --batch_size 8 --opt adamw --compare mindcv,torch
     python benchmark.py --task data --batch_size 32 --workers 1,2  # JPEG decode + ImageNet train transforms
 
 The work is done by the package ``mindcv_res2net.benchmark`` (one module per task); this script

@@ -1,4 +1,4 @@
-"""benchmark.py, mindcv_res2net.flops and mindcv_res2net.bench_torch: correctness only, never speed.
+"""benchmark.py, mindcv_res2net.flops and benchmarks/bench_torch.py: correctness only, never speed.
 
 The expected numbers are the published ones (tests/data/README.md): parameter counts,
 and MACs at 224 px (convolutions + classifier) as given to three decimals in G.
@@ -306,6 +306,23 @@ def test_onnxruntime_missing_is_reported_unavailable(tmp_path):
     assert f"| onnxruntime | not available: {reason} |" in speed_markdown(report)
 
 
+def test_train_with_adamw(tmp_path):
+    """--opt adamw: our fused AdamW in TrainStep, torch.optim.AdamW for the PyTorch reference."""
+    argv = ["--task", "train", "--mode", "1", "--image_size", "32", "--batch_size", "2", "--steps", "1",
+            "--warmup", "0", "--opt", "adamw", "--json", "out.json"]
+    try:
+        import torch  # noqa: F401
+        argv += ["--compare", "torch"]
+    except ImportError:
+        pass
+    proc = _run(argv, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "out.json") as f:
+        report = json.load(f)
+    assert report["optimizer"] == "adamw" and "optimizer adamw" in proc.stdout
+    assert all(r["available"] for r in report["results"].values()), report["results"]
+
+
 def _bench_args(argv):
     import benchmark
     args = benchmark.build_parser().parse_args(argv)
@@ -368,6 +385,7 @@ def test_unknown_model_exits_2_with_one_line(tmp_path):
     (["--mode", "3"], ["mode"]),
     (["--task", "data", "--compare", "mindcv"], ["--compare"]),
     (["--compare", "onnxruntime"], ["onnxruntime", "--task infer"]),
+    (["--opt", "lars"], ["--opt", "lars"]),
     (["--task", "fit"], ["--task"]),
 ])
 def test_user_errors(argv, words):

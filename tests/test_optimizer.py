@@ -200,3 +200,113 @@ def test_optimizer_user_errors():
         create_optimizer(net, "momentum", weight_decay_filter="bias_only")
     with pytest.raises(UserError):
         create_optimizer(net, "momentum", lr=[0.1, -0.1])
+
+
+def _np_adamw_state(p, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
+    """``_np_adamw`` with a per-step lr, returning (p, m, v) in float64."""
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    for t, (g, lr) in enumerate(zip(grads, lrs), 1):
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        p = p - lr * ((m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + wd * p)
+    return p, m, v
+
+
+def _adamw_pair(layout, fused):
+    """A Tiny net and its AdamW: ``flat`` (no decay: one lr and wd), ``groups`` (create_optimizer:
+    decay groups, per-step lr array) or ``group_lr`` (groups with their own lr and decay)."""
+    from mindcv_res2net.engine.optimizer import AdamW
+    ms.set_seed(0)
+    net = Tiny()
+    params = net.trainable_params()
+    lrs = np.array([0.01, 0.02, 0.015, 0.005, 0.01, 0.01], np.float32)
+    if layout == "flat":
+        return net, AdamW(params, learning_rate=0.01, fused=fused), {p.name: (np.full(5, 0.01), 0.0) for p in params}
+    if layout == "groups":
+        opt = create_optimizer(net, "adamw", lr=lrs, weight_decay=0.05, weight_decay_filter="norm_and_bias",
+                               loss_scale=8.0)
+        opt.fused = fused
+        decayed = {"conv.weight", "classifier.weight"}
+        return net, opt, {p.name: (lrs[:5], 0.05 if p.name in decayed else 0.0) for p in params}
+    decay = [p for p in params if p.name in ("conv.weight", "classifier.weight")]
+    rest = [p for p in params if p.name not in ("conv.weight", "classifier.weight")]
+    groups = [{"params": decay, "weight_decay": 0.1, "lr": 0.02}, {"params": rest, "weight_decay": 0.0, "lr": 0.005},
+              {"order_params": params}]
+    expect = {p.name: (np.full(5, 0.02), 0.1) for p in decay}
+    expect.update({p.name: (np.full(5, 0.005), 0.0) for p in rest})
+    return net, AdamW(groups, fused=fused), expect
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+@pytest.mark.parametrize("layout", ["flat", "groups", "group_lr"])
+def test_fused_adamw_equals_the_elementwise_formula(layout, mode):
+    """5 steps of the fused AdamWeightDecay path (bias corrections folded into lr / eps / decay) give
+    the element-wise implementation's (MindCV's formula) weights and moments to 1e-6 relative, and
+    numpy's float64 re-computation as closely as the element-wise one does."""
+    ms.set_context(mode=mode)
+    rng = np.random.default_rng(7)
+    nets = {}
+    for fused in (False, True):
+        net, opt, expect = _adamw_pair(layout, fused)
+        assert opt.fused is fused
+        nets[fused] = (net, opt)
+    start = {p.name: p.asnumpy().astype(np.float64) for p in nets[True][1].parameters}
+    scale = 8.0 if layout == "groups" else 1.0  # that optimizer's gradients are still loss-scaled
+    steps = []
+    for step in range(5):
+        grads = {}
+        for p in nets[True][1].parameters:
+            g = rng.standard_normal(p.shape).astype(np.float32) * [1.0, 1e-3, 0.5, 1e-6, 2.0][step]
+            if step == 3:
+                g.reshape(-1)[: g.size // 2] = 0.0  # zero gradients: v ~ 0 where eps dominates
+            grads[p.name] = g
+        steps.append(grads)
+        for fused in (False, True):
+            opt = nets[fused][1]
+            opt(tuple(Tensor(grads[p.name] * scale) for p in opt.parameters))
+    old_opt, new_opt = nets[False][1], nets[True][1]
+    for i, p in enumerate(new_opt.parameters):
+        new = (p.asnumpy(), new_opt.moments1[i].asnumpy(), new_opt.moments2[i].asnumpy())
+        old = (old_opt.parameters[i].asnumpy(), old_opt.moments1[i].asnumpy(), old_opt.moments2[i].asnumpy())
+        for what, a, b in zip(("weights", "m", "v"), new, old):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max(), err_msg=f"{p.name} {what}")
+        lrs, wd = expect[p.name]
+        ref = _np_adamw_state(start[p.name], [s[p.name].astype(np.float64) for s in steps], lrs, wd)
+        for what, a, b, r in zip(("weights", "m", "v"), new, old, ref):
+            fused_err, old_err = np.abs(a - r).max(), np.abs(b - r).max()
+            assert fused_err <= 2 * old_err + 1e-6 * np.abs(r).max(), (p.name, what, fused_err, old_err)
+    for name in ("beta1_power", "beta2_power", "global_step"):
+        assert getattr(new_opt, name).asnumpy() == getattr(old_opt, name).asnumpy()
+
+
+def test_fused_adamw_falls_back_where_the_kernel_cannot_run():
+    from mindcv_res2net.engine.optimizer import AdamW
+    net = Tiny()
+    assert create_optimizer(net, "adamw", lr=0.01).fused
+    assert not create_optimizer(net, "adamw", lr=0.01, adam_eps=0.0).fused  # the kernel needs eps > 0
+    half = ms.Parameter(Tensor(np.zeros(3, np.float16)), name="half")
+    assert not AdamW([half], learning_rate=0.01).fused  # float16 weights: the element-wise formula
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def test_adamw_vs_mindcv_adamw(mode):
+    """MindCV 0.3's AdamW: the element-wise formula gives its numbers bit for bit, the fused kernel
+    to float32 rounding (1e-6 relative), over 5 steps of a per-step lr schedule with decay."""
+    mindcv_adamw = pytest.importorskip("mindcv.optim.adamw")
+    from mindcv_res2net.engine.optimizer import AdamW
+    ms.set_context(mode=mode)
+    w0 = np.random.default_rng(0).standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.1
+    lrs = np.array([0.01, 0.02, 0.015, 0.005, 0.01, 0.01], np.float32)
+    out = {}
+    for name in ("mindcv", "elementwise", "fused"):
+        p = ms.Parameter(Tensor(w0.copy()), name="w")
+        if name == "mindcv":
+            opt = mindcv_adamw.AdamW([p], learning_rate=Tensor(lrs), weight_decay=0.05, eps=1e-8)
+        else:
+            opt = AdamW([p], learning_rate=Tensor(lrs), weight_decay=0.05, eps=1e-8, fused=name == "fused")
+        rng = np.random.default_rng(1)
+        for s in (1.0, 1e-3, 0.5, 1e-6, 2.0):
+            opt((Tensor(rng.standard_normal(w0.shape).astype(np.float32) * s),))
+        out[name] = p.asnumpy()
+    np.testing.assert_array_equal(out["elementwise"], out["mindcv"])
+    np.testing.assert_allclose(out["fused"], out["mindcv"], rtol=1e-6, atol=1e-6 * np.abs(out["mindcv"]).max())

@@ -11,6 +11,8 @@ from ..errors import UserError
 TASKS = ("train", "infer", "data")
 REFERENCES = ("mindcv", "torch", "timm", "onnxruntime")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
+# train task: (lr, weight decay) of each optimizer, for every implementation alike
+OPTIMIZER_SETTINGS = {"momentum": (0.01, 1e-4), "adam": (1e-3, 1e-4), "adamw": (1e-3, 0.05)}
 
 
 def build_parser():
@@ -26,6 +28,10 @@ def build_parser():
     p.add_argument("--num_classes", type=int, default=1000)
     p.add_argument("--mode", type=int, default=0, help="0: graph mode, 1: PyNative mode")
     p.add_argument("--amp_level", default="O0", help="O0 (fp32), O1, O2, O3 (MindCV levels)")
+    p.add_argument("--opt", default="momentum", type=str.lower, choices=sorted(OPTIMIZER_SETTINGS),
+                   help="train task: the optimizer of every implementation (momentum: SGD momentum 0.9, lr "
+                        "0.01, wd 1e-4; adam: lr 1e-3, L2 1e-4; adamw: lr 1e-3, decoupled wd 0.05); "
+                        "PyTorch runs torch.optim's SGD / Adam / AdamW")
     p.add_argument("--device_target", default="auto", help="auto, CPU, GPU or Ascend")
     p.add_argument("--steps", type=int, default=20, help="timed rounds (data: batches)")
     p.add_argument("--warmup", type=int, default=3, help="untimed calls after the first one (data: batches)")

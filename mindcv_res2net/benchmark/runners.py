@@ -25,6 +25,7 @@ from ..models.registry import is_model, list_models, resolve_name
 from ..runtimes import (OnnxRuntimeModel, default_num_threads, export_network, make_metadata, require_onnx,
                         require_onnxruntime)
 from .common import version
+from .options import OPTIMIZER_SETTINGS
 
 # our model run by another runtime: its ratios are taken to the references and to ``ours*``
 DEPLOYED = ("onnxruntime",)
@@ -73,7 +74,8 @@ def random_batch(args):
 
 class MindSporeRunner(Runner):
     """ours / ours_optimized / mindcv: the network built by ``build()``, trained with TrainStep
-    (SGD momentum 0.9, lr 0.01, weight decay 1e-4, CE with label smoothing 0.1; fixed loss scale
+    (``--opt``: by default SGD momentum 0.9, lr 0.01, weight decay 1e-4; our ``create_optimizer``
+    for every MindSpore model; CE with label smoothing 0.1; fixed loss scale
     1024 when amp_level != O0, as in MindCV's recipes) or run in eval mode."""
 
     def __init__(self, args, name, implementation, build, optimize=False):
@@ -90,7 +92,8 @@ class MindSporeRunner(Runner):
         if args.task == "train":
             self.labels = ms.Tensor(labels)
             loss = create_loss("CE", label_smoothing=0.1)
-            opt = create_optimizer(net, opt="momentum", lr=0.01, weight_decay=1e-4, momentum=0.9)
+            lr, wd = OPTIMIZER_SETTINGS[args.opt]
+            opt = create_optimizer(net, opt=args.opt, lr=lr, weight_decay=wd, momentum=0.9)
             fixed_scale = 1.0 if args.amp_level == "O0" else 1024.0
             self.cell = TrainStep(net, loss, opt, amp_level=args.amp_level, loss_scale_type="fixed",
                                   loss_scale=fixed_scale)
@@ -133,9 +136,9 @@ def _mindcv_builder(args):
 
 
 class TorchRunner(Runner):
-    """torch / timm: a PyTorch model; train = SGD momentum 0.9 (lr 0.01, wd 1e-4) + CE (label
-    smoothing 0.1); infer = eval + inference_mode. fp32 on CPU; on CUDA, amp_level != O0 runs
-    under fp16 autocast (with a GradScaler for training)."""
+    """torch / timm: a PyTorch model; train = ``--opt`` (SGD momentum 0.9, lr 0.01, wd 1e-4 by
+    default; torch.optim.Adam / AdamW) + CE (label smoothing 0.1); infer = eval + inference_mode.
+    fp32 on CPU; on CUDA, amp_level != O0 runs under fp16 autocast (with a GradScaler for training)."""
 
     def __init__(self, args, name, implementation, build):
         super().__init__(args)
@@ -160,7 +163,12 @@ class TorchRunner(Runner):
         self.labels = torch.from_numpy(labels).long().to(self.device)
         if args.task == "train":
             model.train()
-            self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
+            lr, wd = OPTIMIZER_SETTINGS[args.opt]
+            if args.opt == "momentum":
+                self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=wd)
+            else:
+                make = torch.optim.AdamW if args.opt == "adamw" else torch.optim.Adam
+                self.opt = make(model.parameters(), lr=lr, weight_decay=wd)
             self.loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=0.1)
             self.scaler = torch.amp.GradScaler("cuda", init_scale=1024.0) if self.autocast else None
         else:
@@ -298,7 +306,7 @@ def make_runners(args, notes):
     refs = list(args.references)
     if "timm" in refs and not _timm_importable():
         notes.append("timm is not importable here (it needs torchvision, which is absent): the torch.nn "
-                     "reference (mindcv_res2net.bench_torch, reported as 'torch') is measured in its place")
+                     "reference (benchmarks/bench_torch.py, reported as 'torch') is measured in its place")
         refs = [("torch" if r == "timm" else r) for r in refs]
         refs = [r for i, r in enumerate(refs) if r not in refs[:i]]
     for ref in refs:

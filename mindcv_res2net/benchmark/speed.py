@@ -114,8 +114,9 @@ def run_speed(args):
     return the JSON report."""
     setup_mindspore(args)
     mode_name = "graph" if args.mode == 0 else "pynative"
+    optimizer = f", optimizer {args.opt}" if args.task == "train" else ""
     print(f"benchmark {args.task}: {args.model}, batch {args.batch_size}, {args.image_size} px, "
-          f"{mode_name} mode, {args.amp_level}, {args.device_target}, {args.steps} timed round(s) after "
+          f"{mode_name} mode, {args.amp_level}, {args.device_target}{optimizer}, {args.steps} timed round(s) after "
           f"1 + {args.warmup} warm-up call(s)", flush=True)
     notes = []
     if args.device_target not in ("GPU", "Ascend"):
@@ -137,6 +138,7 @@ def run_speed(args):
         "benchmark": "mindcv_res2net", "task": args.task, "model": args.model, "batch_size": args.batch_size,
         "image_size": args.image_size, "num_classes": args.num_classes, "mode": args.mode, "mode_name": mode_name,
         "amp_level": args.amp_level, "device_target": args.device_target, "steps": args.steps,
+        "optimizer": args.opt if args.task == "train" else None,
         "warmup": args.warmup, "settle_ms": args.settle_ms, "macs_per_image": macs, "results": results,
         "ratios": ratios, "notes": notes,
         "peak_rss_mb": peak_rss_mb(), "environment": environment(args),
