@@ -437,7 +437,7 @@ def test_save_config_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
     monkeypatch.setattr(config.os, "replace", boom)
     args.lr = 0.5
-    with pytest.raises(OSError):
+    with pytest.raises(UserError, match="disk full"):  # one clear message naming the file
         config.save_config(args, str(path))
     assert yaml.safe_load(path.read_text())["lr"] == 0.25
     assert sorted(os.listdir(tmp_path / "run")) == ["config.yaml"]

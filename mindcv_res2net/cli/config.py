@@ -35,6 +35,7 @@ import sys
 
 import yaml
 
+from .. import atomic_io
 from ..errors import UserError
 from .keys import ALIAS_KEYS, NO_EFFECT_KEYS, RUN_ONLY, SCRIPTS, SPECS, specs_for
 from .options import NULL_WORDS, Parser, parse_bool
@@ -429,20 +430,8 @@ def dump_config(args):
 
 
 def save_config(args, path):
-    """Write ``dump_config(args)`` to ``path`` atomically (``path.tmp`` then ``os.replace``)."""
+    """Write ``dump_config(args)`` to ``path`` through ``atomic_io`` (unique staging name, fsync,
+    rename): a failed write raises ``UserError`` and keeps the previous file."""
     path = os.fspath(path)
-    text = dump_config(args)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    return atomic_io.write_text_atomic(path, dump_config(args), "config")

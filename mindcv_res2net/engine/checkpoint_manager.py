@@ -150,7 +150,9 @@ class CheckpointManager:
         else:
             return None
         records = []
-        for r in raw:
+        for r in raw if isinstance(raw, list) else []:
+            if not isinstance(r, dict):
+                continue
             path = self._resolve(r.get("name"))
             if path and os.path.exists(path) and isinstance(r.get("epoch"), int):
                 records.append({"name": r["name"], "epoch": r["epoch"], "metric": r.get("metric")})

@@ -60,14 +60,17 @@ class Progress:
             self.bar.close()
 
 
-def keep_previous_version(path, new_text=None):
+def keep_previous_version(path, new_text=None, ignore_prefixes=()):
     """Move an existing ``path`` aside as ``{stem}.{its last write time}{ext}`` before it is replaced
-    (only when its content differs from ``new_text``, if given); returns the new name, or None."""
+    (only when its content differs from ``new_text``, if given, apart from the lines that start with
+    one of ``ignore_prefixes``); returns the new name, or None."""
     if not os.path.exists(path):
         return None
     if new_text is not None:
+        def relevant(text):
+            return [line for line in text.splitlines() if not line.startswith(tuple(ignore_prefixes))]
         with open(path, encoding="utf-8", errors="replace") as f:
-            if f.read() == new_text:
+            if relevant(f.read()) == relevant(new_text):
                 return None
     stem, ext = os.path.splitext(path)
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(os.path.getmtime(path)))

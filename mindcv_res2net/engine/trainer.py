@@ -279,7 +279,9 @@ def _train(args, dist, save_dir):
     records = EpochRecords(save_dir, enabled=main_process, resume_epoch=start_epoch if resumed else None)
     if main_process:
         config_path = os.path.join(save_dir, "config.yaml")
-        kept = keep_previous_version(config_path, config_module.dump_config(args))
+        # how this process was started (resume / overwrite) is not the run's configuration
+        kept = keep_previous_version(config_path, config_module.dump_config(args),
+                                     ignore_prefixes=("resume:", "overwrite:"))
         config_module.save_config(args, config_path)
         if kept:
             logger.info("the earlier config.yaml differs from this run's: kept as %s", kept)

@@ -336,3 +336,19 @@ def test_config_is_kept_when_it_changes(tmp_path):
     assert keep_previous_version(str(path), "epoch_size: 2\n") is None  # same config: nothing to keep
     kept = keep_previous_version(str(path), "epoch_size: 4\n")
     assert kept and open(kept).read() == "epoch_size: 2\n" and not path.exists()
+
+
+def test_config_is_not_kept_for_a_resume_with_the_same_configuration(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("epoch_size: 2\nresume: null\noverwrite: false\n")
+    same = "epoch_size: 2\nresume: auto\noverwrite: false\n"
+    assert keep_previous_version(str(path), same, ignore_prefixes=("resume:", "overwrite:")) is None
+    assert path.exists()
+    assert keep_previous_version(str(path), "epoch_size: 4\nresume: auto\n", ignore_prefixes=("resume:",))
+
+
+def test_a_damaged_index_is_ignored_not_fatal(tmp_path):
+    (tmp_path / "checkpoints.json").write_text('{"format": 2, "run_id": "x", "records": [1, "a", null]}')
+    manager = CheckpointManager(str(tmp_path), "res2net50")
+    assert manager.find_latest() is None
+    manager.start_fresh()  # nothing of another run is listed: a fresh start is allowed
