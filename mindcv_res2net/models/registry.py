@@ -94,6 +94,14 @@ def timm_github(filename, top1, top5, origin=None):
                         CC_BY_NC_SA, origin or stem, "timm's GitHub copy of the official file")
 
 
+def official_release(hub_name, filename, top1, top5, origin=None, timm_origin=None):
+    """The three copies of one official file, in order of preference: timm's Hugging Face copy,
+    the paper's release and timm's GitHub copy (``timm_origin``: the model's name there, if not
+    ``origin``)."""
+    return (timm_hub(hub_name, top1, top5), official(filename, top1, top5, origin=origin),
+            timm_github(filename, top1, top5, origin=timm_origin or origin))
+
+
 # ---- a variant's configuration ----------------------------------------------------------------
 
 class _ReadOnlyDict(dict):

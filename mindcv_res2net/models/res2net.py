@@ -18,7 +18,7 @@ from mindspore import nn
 
 from .base import ClassifierNet
 from .layers import DropPath, MultiScaleBlock, batch_norm, conv2d, init_weights, stochastic_depth_rates
-from .registry import ModelCfg, mindcv, official, register_model, timm_github, timm_hub
+from .registry import ModelCfg, mindcv, official, official_release, register_model, timm_hub
 
 
 def _cfg(layers, base_width=26, scale=4, cardinality=1, v1b=False, **kwargs):
@@ -130,49 +130,35 @@ register_model(Res2Net, name="res2net50", aliases=("res2net50_26w_4s",), cfg=_cf
     (3, 4, 6, 3), base_width=26, scale=4, timm_name="res2net50_26w_4s",
     weights=(mindcv("res2net50-f42cf71b.ckpt", 79.35, 94.64),
              mindcv("res2net50-aa758355-910v2.ckpt", 79.33, 94.64, tag="mindcv_910v2"),
-             timm_hub("res2net50_26w_4s.in1k", 77.99, 93.85),
-             official("res2net50_26w_4s-06e79181.pth", 77.99, 93.85),
-             timm_github("res2net50_26w_4s-06e79181.pth", 77.99, 93.85))))
+             *official_release("res2net50_26w_4s.in1k", "res2net50_26w_4s-06e79181.pth", 77.99, 93.85))))
 
 register_model(Res2Net, name="res2net101", aliases=("res2net101_26w_4s",), cfg=_cfg(
     (3, 4, 23, 3), base_width=26, scale=4, timm_name="res2net101_26w_4s",
     weights=(mindcv("res2net101-8ae60132.ckpt", 79.56, 94.70),
-             timm_hub("res2net101_26w_4s.in1k", 79.19, 94.43),
-             official("res2net101_26w_4s-02a759a1.pth", 79.19, 94.43),
-             timm_github("res2net101_26w_4s-02a759a1.pth", 79.19, 94.43))))
+             *official_release("res2net101_26w_4s.in1k", "res2net101_26w_4s-02a759a1.pth", 79.19, 94.43))))
 
 register_model(Res2Net, name="res2net152", cfg=_cfg((3, 8, 36, 3), base_width=26, scale=4))  # no weights
 
 register_model(Res2Net, name="res2net50_26w_6s", cfg=_cfg(
     (3, 4, 6, 3), base_width=26, scale=6, timm_name="res2net50_26w_6s",
-    weights=(timm_hub("res2net50_26w_6s.in1k", 78.58, 94.13),
-             official("res2net50_26w_6s-19041792.pth", 78.58, 94.13),
-             timm_github("res2net50_26w_6s-19041792.pth", 78.58, 94.13))))
+    weights=official_release("res2net50_26w_6s.in1k", "res2net50_26w_6s-19041792.pth", 78.58, 94.13)))
 
 register_model(Res2Net, name="res2net50_26w_8s", cfg=_cfg(
     (3, 4, 6, 3), base_width=26, scale=8, timm_name="res2net50_26w_8s",
-    weights=(timm_hub("res2net50_26w_8s.in1k", 79.20, 94.37),
-             official("res2net50_26w_8s-2c7c9f12.pth", 79.20, 94.37),
-             timm_github("res2net50_26w_8s-2c7c9f12.pth", 79.20, 94.37))))
+    weights=official_release("res2net50_26w_8s.in1k", "res2net50_26w_8s-2c7c9f12.pth", 79.20, 94.37)))
 
 register_model(Res2Net, name="res2net50_48w_2s", cfg=_cfg(
     (3, 4, 6, 3), base_width=48, scale=2, timm_name="res2net50_48w_2s",
-    weights=(timm_hub("res2net50_48w_2s.in1k", 77.32, 93.53),
-             official("res2net50_48w_2s-afed724a.pth", 77.32, 93.53),
-             timm_github("res2net50_48w_2s-afed724a.pth", 77.32, 93.53))))
+    weights=official_release("res2net50_48w_2s.in1k", "res2net50_48w_2s-afed724a.pth", 77.32, 93.53)))
 
 register_model(Res2Net, name="res2net50_14w_8s", cfg=_cfg(
     (3, 4, 6, 3), base_width=14, scale=8, timm_name="res2net50_14w_8s",
-    weights=(timm_hub("res2net50_14w_8s.in1k", 78.14, 93.86),
-             official("res2net50_14w_8s-6527dddc.pth", 78.14, 93.86),
-             timm_github("res2net50_14w_8s-6527dddc.pth", 78.14, 93.86))))
+    weights=official_release("res2net50_14w_8s.in1k", "res2net50_14w_8s-6527dddc.pth", 78.14, 93.86)))
 
 # Res2NeXt-50: 4w x 8 groups, 4 scales
 register_model(Res2Net, name="res2next50", cfg=_cfg(
     (3, 4, 6, 3), base_width=4, scale=4, cardinality=8, timm_name="res2next50",
-    weights=(timm_hub("res2next50.in1k", 78.24, 93.91),
-             official("res2next50_4s-6ef7e7bf.pth", 78.24, 93.91, origin="res2next50"),
-             timm_github("res2next50_4s-6ef7e7bf.pth", 78.24, 93.91, origin="res2next50"))))
+    weights=official_release("res2next50.in1k", "res2next50_4s-6ef7e7bf.pth", 78.24, 93.91, origin="res2next50")))
 
 register_model(Res2Net, name="res2net50_v1b", aliases=("res2net50d",), cfg=_cfg(
     (3, 4, 6, 3), base_width=26, scale=4, v1b=True, timm_name="res2net50d",

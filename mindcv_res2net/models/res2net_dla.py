@@ -12,7 +12,7 @@ from mindspore import nn, ops
 
 from .base import ClassifierNet
 from .layers import DropPath, MultiScaleBlock, batch_norm, conv2d, init_weights, stochastic_depth_rates
-from .registry import ModelCfg, official, register_model, timm_github, timm_hub
+from .registry import ModelCfg, official_release, register_model
 
 
 def _cfg(base_width, cardinality=1, scale=4, levels=(1, 1, 1, 2, 3, 1), channels=(16, 32, 128, 256, 512, 1024),
@@ -145,13 +145,11 @@ class Res2NetDLA(ClassifierNet):
 # timm's dla60_res2net: 28w x 4s
 register_model(Res2NetDLA, name="res2net_dla60", cfg=_cfg(
     base_width=28, cardinality=1, timm_name="dla60_res2net",
-    weights=(timm_hub("dla60_res2net.in1k", 78.47, 94.20),
-             official("res2net_dla60_4s-d88db7f9.pth", 78.47, 94.20, origin="res2net_dla60"),
-             timm_github("res2net_dla60_4s-d88db7f9.pth", 78.47, 94.20, origin="dla60_res2net"))))
+    weights=official_release("dla60_res2net.in1k", "res2net_dla60_4s-d88db7f9.pth", 78.47, 94.20,
+                             origin="res2net_dla60", timm_origin="dla60_res2net")))
 
 # timm's dla60_res2next: 4w x 8 groups x 4s
 register_model(Res2NetDLA, name="res2next_dla60", cfg=_cfg(
     base_width=4, cardinality=8, timm_name="dla60_res2next",
-    weights=(timm_hub("dla60_res2next.in1k", 78.45, 94.14),
-             official("res2next_dla60_4s-d327927b.pth", 78.45, 94.14, origin="res2next_dla60"),
-             timm_github("res2next_dla60_4s-d327927b.pth", 78.45, 94.14, origin="dla60_res2next"))))
+    weights=official_release("dla60_res2next.in1k", "res2next_dla60_4s-d327927b.pth", 78.45, 94.14,
+                             origin="res2next_dla60", timm_origin="dla60_res2next")))
