@@ -292,15 +292,15 @@ def test_mindcv_alias_keys_are_mapped(tmp_path):
 
 
 def test_no_effect_keys_warn_only_when_changed(tmp_path, capsys):
-    config.parse_args(["-c", _yaml(tmp_path, "dataset_download: False\naux_factor: 0.0\n")])
+    config.parse_args(["-c", _yaml(tmp_path, "data_url: /cache/data/\nenable_modelarts: False\n")])
     out, err = capsys.readouterr()
     assert out == "" and err == ""
-    config.parse_args(["--aux_factor", "0.4", "--dataset_download", "true"])
+    config.parse_args(["--data_url", "s3://bucket/imagenet", "--train_url", "s3://bucket/out"])
     out, err = capsys.readouterr()
     lines = err.strip().splitlines()
     assert out == "" and len(lines) == 2
-    assert any("'aux_factor'" in ln for ln in lines)
-    assert any("'dataset_download'" in ln for ln in lines)
+    assert any("'data_url'" in ln for ln in lines)
+    assert any("'train_url'" in ln for ln in lines)
     assert set(config.NO_EFFECT_KEYS) <= set(config.config_keys())
     assert all(isinstance(r, str) and r for r in config.NO_EFFECT_KEYS.values())
 

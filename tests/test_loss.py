@@ -1,4 +1,4 @@
-"""CE / BCE with label smoothing and soft labels vs numpy."""
+"""CE / BCE with label smoothing, soft labels and both reductions vs numpy (JSD: test_aug_splits.py)."""
 import numpy as np
 import pytest
 
@@ -55,12 +55,22 @@ def test_ce_int_and_soft_labels(data, eps, mode):
     assert abs(loss(Tensor(x), Tensor(np.eye(C, dtype=np.float32)[y])).asnumpy() - got_int) < 1e-6
 
 
-def test_ce_reductions_aux_and_fp16_logits(data):
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+@pytest.mark.parametrize("name,ref", [("CE", np_ce), ("BCE", np_bce)])
+def test_reduction_mean_and_sum(data, mode, name, ref):
+    ms.set_context(mode=mode)
+    x, y, soft = data
+    for labels, rows in ((y, np.eye(C)[y]), (soft, soft)):
+        per = ref(x, rows, 0.1)  # CE: per sample [B]; BCE: per element [B, C]
+        got_mean = float(create_loss(name, 0.1, reduction="mean")(Tensor(x), Tensor(labels)).asnumpy())
+        got_sum = float(create_loss(name, 0.1, reduction="sum")(Tensor(x), Tensor(labels)).asnumpy())
+        assert abs(got_mean - per.mean()) < 1e-5
+        assert abs(got_sum - per.sum()) < 1e-4
+        assert abs(got_sum - got_mean * per.size) < 1e-4 * per.size
+
+
+def test_ce_aux_and_fp16_logits(data):
     x, y, _ = data
-    per = create_loss("CE", 0.1, reduction="none")(Tensor(x), Tensor(y)).asnumpy()
-    assert per.shape == (B,) and np.allclose(per, np_ce(x, np.eye(C)[y], 0.1), atol=1e-5)
-    tot = create_loss("CE", 0.1, reduction="sum")(Tensor(x), Tensor(y)).asnumpy()
-    assert abs(tot - per.sum()) < 1e-4
     aux = x[::-1].copy()
     got = create_loss("CE", 0.0, aux_factor=0.4)((Tensor(x), Tensor(aux)), Tensor(y)).asnumpy()
     want = np_ce(x, np.eye(C)[y], 0).mean() + 0.4 * np_ce(aux, np.eye(C)[y], 0).mean()
@@ -94,5 +104,8 @@ def test_loss_user_errors():
         create_loss("focal")
     with pytest.raises(UserError):
         create_loss("CE", label_smoothing=1.5)
-    with pytest.raises(UserError):
-        create_loss("CE", reduction="avg")
+    for bad in ("avg", "none", "MEAN", None):
+        with pytest.raises(UserError, match="reduction must be one of mean, sum"):
+            create_loss("CE", reduction=bad)
+    with pytest.raises(UserError, match="reduction"):
+        create_loss("BCE", reduction="avg")

@@ -310,3 +310,112 @@ def test_adamw_vs_mindcv_adamw(mode):
         out[name] = p.asnumpy()
     np.testing.assert_array_equal(out["elementwise"], out["mindcv"])
     np.testing.assert_allclose(out["fused"], out["mindcv"], rtol=1e-6, atol=1e-6 * np.abs(out["mindcv"]).max())
+
+
+# ---------------------------------------------------------------------------- adagrad, nadam
+def _np_adagrad(p, grads, lrs, wd, accum0=0.1):
+    """MindCV's adagrad (nn.Adagrad, accum 0.1, L2 decay added to the gradient), float64."""
+    acc = np.full_like(p, accum0)
+    for g, lr in zip(grads, lrs):
+        g = g + wd * p
+        acc = acc + g * g
+        p = p - lr * g / np.sqrt(acc)
+    return p
+
+
+def _np_nadam(p, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8, sd=4e-3):
+    """mindcv/optim/nadam.py's formula (Dozat's NAdam) with t = 1, 2, ..., float64."""
+    mu = lambda t: b1 * (1 - 0.5 * 0.96 ** (t * sd))  # noqa: E731
+    m, v, prod = np.zeros_like(p), np.zeros_like(p), 1.0
+    for t, (g, lr) in enumerate(zip(grads, lrs), 1):
+        g = g + wd * p
+        prod *= mu(t)
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g * g
+        m_bar = mu(t + 1) * m / (1 - prod * mu(t + 1)) + (1 - mu(t)) * g / (1 - prod)
+        p = p - lr * m_bar / (eps + np.sqrt(v / (1 - b2 ** t)))
+    return p
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+@pytest.mark.parametrize("name,ref", [("adagrad", _np_adagrad), ("nadam", _np_nadam)])
+@pytest.mark.parametrize("scale", [1.0, 16.0])
+def test_adagrad_nadam_vs_numpy(name, ref, mode, scale):
+    """5 steps of a per-step lr with decay on the weight only (norm_and_bias), gradients still
+    multiplied by the optimizer's loss_scale: numpy's float64 formula to float32 rounding."""
+    ms.set_context(mode=mode)
+    rng = np.random.default_rng(11)
+    net = nn.Dense(4, 3)
+    wd = 0.05
+    lrs = np.array([0.05, 0.02, 0.1, 0.01, 0.03, 0.03], np.float32)
+    w0, b0 = net.weight.asnumpy().astype(np.float64), net.bias.asnumpy().astype(np.float64)
+    opt = create_optimizer(net, name, lr=lrs, weight_decay=wd, weight_decay_filter="norm_and_bias",
+                           loss_scale=scale, eps=0.5)  # eps: RMSProp's only, no effect here (MindCV)
+    gw = [rng.standard_normal(w0.shape) * s for s in (1.0, 0.1, 2.0, 1.0, 0.5)]
+    gb = [rng.standard_normal(b0.shape) * s for s in (1.0, 0.1, 2.0, 1.0, 0.5)]
+    order = [p.name for p in opt.parameters]
+    for i in range(5):
+        by_name = {"weight": gw[i], "bias": gb[i]}
+        opt(tuple(Tensor((by_name[n] * scale).astype(np.float32)) for n in order))
+    np.testing.assert_allclose(net.weight.asnumpy(), ref(w0, gw, lrs[:5], wd), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(net.bias.asnumpy(), ref(b0, gb, lrs[:5], 0.0), rtol=1e-5, atol=1e-6)
+    assert get_global_step(opt) == 5
+
+
+@pytest.mark.parametrize("name", ["adagrad", "nadam"])
+def test_adagrad_nadam_resume_equals_uninterrupted(name):
+    """3 steps straight == 2 steps, state through a checkpoint into a fresh optimizer, 1 step."""
+    rng = np.random.default_rng(5)
+    lrs = np.linspace(0.05, 0.01, 6).astype(np.float32)
+    grads = [tuple(rng.standard_normal(s).astype(np.float32) for s in ((3, 4), (3,))) for _ in range(3)]
+    w0 = rng.standard_normal((3, 4)).astype(np.float32)
+
+    def build():
+        net = nn.Dense(4, 3)
+        net.weight.set_data(Tensor(w0))
+        net.bias.set_data(Tensor(np.zeros(3, np.float32)))
+        return net, create_optimizer(net, name, lr=lrs, weight_decay=0.01)
+
+    net, opt = build()
+    for g in grads:
+        opt(tuple(Tensor(x) for x in g))
+    net_a, opt_a = build()
+    for g in grads[:2]:
+        opt_a(tuple(Tensor(x) for x in g))
+    state = {n: Tensor(p.asnumpy()) for n, p in optimizer_state(opt_a).items()}
+    net_b, opt_b = build()
+    net_b.weight.set_data(Tensor(net_a.weight.asnumpy()))
+    net_b.bias.set_data(Tensor(net_a.bias.asnumpy()))
+    assert load_optimizer_state(opt_b, state) == []
+    opt_b(tuple(Tensor(x) for x in grads[2]))
+    np.testing.assert_array_equal(net_b.weight.asnumpy(), net.weight.asnumpy())
+    assert get_global_step(opt_b) == 3
+
+
+@pytest.mark.parametrize("mode", [ms.PYNATIVE_MODE, ms.GRAPH_MODE], ids=["pynative", "graph"])
+def test_nadam_and_adagrad_vs_mindcv(mode):
+    """MindCV 0.3's own optimizers on the same inputs. Adagrad: the same kernel, equal. NAdam:
+    MindCV reads its step counter after the lr lookup has advanced it (t = 2, 3, ... with an lr
+    schedule), the formula here counts t = 1, 2, ...: the same weights to 1e-4 relative change."""
+    mindcv_nadam = pytest.importorskip("mindcv.optim.nadam")
+    mindcv_factory = pytest.importorskip("mindcv.optim.optim_factory")
+    ms.set_context(mode=mode)
+    rng = np.random.default_rng(2)
+    w0 = rng.standard_normal((6, 5)).astype(np.float32)
+    grads = [rng.standard_normal(w0.shape).astype(np.float32) for _ in range(5)]
+    lrs = np.array([0.01, 0.02, 0.015, 0.005, 0.01, 0.01], np.float32)
+    out = {}
+    for who in ("mindcv_nadam", "nadam", "mindcv_adagrad", "adagrad"):
+        p = ms.Parameter(Tensor(w0.copy()), name="w")
+        if who == "mindcv_nadam":
+            opt = mindcv_nadam.NAdam([p], learning_rate=Tensor(lrs), weight_decay=0.05)
+        elif who == "mindcv_adagrad":
+            opt = mindcv_factory.create_optimizer([p], opt="adagrad", lr=Tensor(lrs), weight_decay=0.05)
+        else:
+            opt = create_optimizer([p], who, lr=lrs, weight_decay=0.05)
+        for g in grads:
+            opt((Tensor(g),))
+        out[who] = p.asnumpy()
+    np.testing.assert_array_equal(out["adagrad"], out["mindcv_adagrad"])
+    step = np.abs(out["nadam"] - w0).max()
+    assert np.abs(out["nadam"] - out["mindcv_nadam"]).max() < 1e-3 * step

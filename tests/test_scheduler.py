@@ -18,7 +18,7 @@ def close(a, b):
 @pytest.mark.parametrize("name", SCHEDULERS)
 def test_length_dtype_and_finite(name):
     kw = dict(milestones=[3, 6]) if name == "multi_step_decay" else {}
-    warm = 0 if name == "one_cycle" else 2
+    warm = 0 if name in ("one_cycle", "cyclic") else 2
     lr = create_scheduler(SPE, name, lr=0.5, min_lr=0.01, warmup_epochs=warm, decay_epochs=5,
                           num_epochs=12, **kw)
     assert lr.dtype == np.float32 and lr.shape == (SPE * 12,)
@@ -128,3 +128,48 @@ def test_user_errors():
         create_scheduler(0, "constant")
     with pytest.raises(UserError):
         create_scheduler(SPE, "one_cycle", warmup_epochs=1, num_epochs=5)
+
+
+def _smith_triangular(i, base, top, half):
+    """Smith's triangular CLR (arXiv:1506.01186, section 3.1), half-cycle ``half`` steps."""
+    cycle = np.floor(1 + i / (2 * half))
+    x = np.abs(i / half - 2 * cycle + 1)
+    return base + (top - base) * np.maximum(0.0, 1 - x)
+
+
+@pytest.mark.parametrize("spe,epochs,cycles", [(SPE, 6, 1), (SPE, 6, 3), (7, 5, 2), (3, 3, 4)])
+def test_cyclic_vs_smith_formula(spe, epochs, cycles):
+    """MindCV's ``cyclic``: base min_lr, peak lr, half-cycle int(steps / num_cycles / 2) steps."""
+    lr = create_scheduler(spe, "cyclic", lr=0.9, min_lr=0.1, num_epochs=epochs, num_cycles=cycles,
+                          warmup_epochs=0)
+    n = spe * epochs
+    i = np.arange(n, dtype=np.float64)
+    half = int(n / cycles / 2)
+    np.testing.assert_allclose(lr, _smith_triangular(i, 0.1, 0.9, half), rtol=1e-6, atol=1e-7)
+    assert lr.dtype == np.float32 and lr.shape == (n,)
+    assert close(lr[0], 0.1) and close(lr[half], 0.9)
+    if 2 * half < n:  # a second cycle starts at min_lr
+        assert close(lr[2 * half], 0.1)
+
+
+def test_cyclic_hand_values():
+    # 2 epochs of 5 steps, 1 cycle: up 0.1 -> 1.0 in 5 steps, down in 5
+    lr = create_scheduler(5, "cyclic", lr=1.0, min_lr=0.1, num_epochs=2, warmup_epochs=0)
+    want = [0.1, 0.28, 0.46, 0.64, 0.82, 1.0, 0.82, 0.64, 0.46, 0.28]
+    np.testing.assert_allclose(lr, want, rtol=1e-6)
+
+
+def test_cyclic_refuses_warmup_stair_and_too_many_cycles():
+    for kw in (dict(warmup_epochs=1), dict(lr_epoch_stair=True), dict(num_cycles=20), dict(num_cycles=0)):
+        with pytest.raises(UserError):
+            create_scheduler(SPE, "cyclic", num_epochs=3, **dict(dict(warmup_epochs=0), **kw))
+
+
+def test_cyclic_vs_mindcv():
+    mindcv_sched = pytest.importorskip("mindcv.scheduler.scheduler_factory")
+    for spe, epochs, cycles in ((SPE, 6, 1), (7, 5, 2), (3, 3, 4)):
+        ref = mindcv_sched.create_scheduler(spe, "cyclic", lr=0.9, min_lr=0.1, warmup_epochs=0,
+                                            num_epochs=epochs, num_cycles=cycles)
+        ours = create_scheduler(spe, "cyclic", lr=0.9, min_lr=0.1, warmup_epochs=0, num_epochs=epochs,
+                                num_cycles=cycles)
+        np.testing.assert_allclose(ours, np.asarray(ref, np.float32), rtol=1e-6, atol=1e-7)

@@ -51,6 +51,10 @@ def build_parser():
     p.add_argument("--data_dir", default=None,
                    help="data task: an ImageFolder root (DATA_DIR/train/<class>/*.jpg) to read instead of "
                         "generated JPEGs")
+    p.add_argument("--mindrecord_dir", default=None,
+                   help="data task: a MindRecord set of the same images (written by 'python -m "
+                        "mindcv_res2net.data.prepare mindrecord'), measured beside ImageFolder; default: one "
+                        "written to a temporary folder in this run; 'none': ImageFolder only")
     p.add_argument("--seed", type=int, default=0)
     add_debug(p)
     return p

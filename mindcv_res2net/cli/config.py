@@ -222,6 +222,8 @@ def _convert(spec, v, source, from_cli):
 def _validate(spec, v, source):
     if v is None:
         return
+    if not isinstance(v, list) and v in spec.refused:
+        raise UserError(f"config key '{spec.name}' = {v!r} {source} is not supported: {spec.refused[v]}")
     if spec.choices is not None and v not in spec.choices:
         valid = ", ".join(str(c) for c in spec.choices)
         near = _closest(str(v), [str(c) for c in spec.choices])

@@ -6,7 +6,7 @@ One ``Key`` per MindCV key name, in ``--help`` order. To add a key: append a ``_
 table into the parser, the YAML loader, the validation and the dumped config.
 """
 from ..errors import UserError
-from .options import DEVICE_TARGETS, canon_device_target
+from .options import DEVICE_TARGETS, canon_device_target, parse_cast_list
 
 SCRIPTS = ("train", "validate")
 
@@ -15,10 +15,10 @@ class Key:
     """One config key: its kind (value type), default and checks."""
 
     __slots__ = ("name", "kind", "default", "group", "help", "nullable", "choices", "check",
-                 "length", "canon")
+                 "length", "canon", "refused")
 
     def __init__(self, name, kind, default, group, help, nullable=False, choices=None,
-                 check=None, length=None, canon=None):
+                 check=None, length=None, canon=None, refused=None):
         self.name = name
         self.kind = kind            # bool int float str floats ints distribute color_jitter re_value
         self.default = default
@@ -29,6 +29,7 @@ class Key:
         self.check = check          # callable(value) -> None or "must be ..." text
         self.length = length        # exact list length, or None
         self.canon = canon          # callable(str) -> canonical spelling (case folding)
+        self.refused = refused or {}  # MindCV values not supported here: {value: the reason}
 
 
 # ----------------------------------------------------------------------------- checks
@@ -105,6 +106,16 @@ def _loss_canon(s):
     return s.upper()
 
 
+def _amp_cast_list(v):
+    if v is None:
+        return None
+    try:
+        parse_cast_list(v)
+    except ValueError as exc:
+        return f"must be a list of MindSpore cell types such as '[nn.Conv2d, nn.Dense]' ({exc})"
+    return None
+
+
 # ----------------------------------------------------------------------------- the keys
 def _k(*a, **kw):
     return Key(*a, **kw)
@@ -126,13 +137,21 @@ KEYS = [
        "false: unreadable images are skipped with a warning; true: they are fatal"),
     _k("sync_bn", "bool", False, "system", "synchronise BatchNorm statistics across devices"),
     # data
-    _k("dataset", "str", "imagenet", "data", "dataset type",
-       choices=("imagenet", "fashion_mnist", "mnist"), canon=_lower),
+    _k("dataset", "str", "imagenet", "data",
+       "imagenet (class folders, or MindRecord shards found in data_dir), mindrecord, fashion_mnist or mnist",
+       choices=("imagenet", "mindrecord", "fashion_mnist", "mnist"), canon=_lower,
+       refused={name: "the CIFAR binary files are not read here; write the images as class folders "
+                "(train/<class>/*.png, val/<class>/*.png) and use dataset imagenet"
+                for name in ("cifar10", "cifar100")}),
     _k("data_dir", "str", "./", "data", "dataset root directory"),
     _k("train_split", "str", "train", "data", "training split name (sub-folder)"),
     _k("val_split", "str", "val", "data", "validation split name (sub-folder)"),
+    _k("dataset_download", "bool", False, "data",
+       "fashion_mnist / mnist: fetch and verify the official idx files into data_dir when missing"),
     _k("num_parallel_workers", "int", 8, "data", "data pipeline workers", check=_ge(1)),
     _k("shuffle", "bool", True, "data", "shuffle the training data"),
+    _k("eval_shuffle", "bool", False, "data",
+       "shuffle the evaluation data (the figures are the same; only the order changes)"),
     _k("num_samples", "int", None, "data", "use only this many samples (null: all)",
        nullable=True, check=_gt(0)),
     _k("batch_size", "int", 128, "data", "batch size per device", check=_gt(0)),
@@ -165,6 +184,9 @@ KEYS = [
        length=2, check=_range_pair()),
     _k("re_value", "re_value", 0, "augmentation",
        "random-erasing fill: a number, one number per channel, or 'random'"),
+    _k("re_max_attempts", "int", 10, "augmentation",
+       "random-erasing tries to place a box; after this many misses the image is left as it is",
+       check=_ge(1)),
     _k("mean", "floats", [123.675, 116.28, 103.53], "augmentation",
        "per-channel mean; values <= 1 are fractions, > 1 are on the 0-255 scale"),
     _k("std", "floats", [58.395, 57.12, 57.375], "augmentation",
@@ -176,6 +198,12 @@ KEYS = [
        check=_ge(0)),
     _k("cutmix_prob", "float", 1.0, "augmentation", "probability of applying mixup/cutmix",
        check=_between(0, 1)),
+    _k("aug_repeats", "int", 0, "augmentation",
+       "repeated augmentation: each image appears this many times per epoch, differently augmented "
+       "(0 or 1: off; 3 is usual); the epoch length is unchanged", check=_ge(0)),
+    _k("aug_splits", "int", 0, "augmentation",
+       "0: off; 3: each batch holds every image clean and twice augmented by auto_augment, trained "
+       "with the Jensen-Shannon consistency loss (AugMix)", choices=(0, 3)),
     # model
     _k("model", "str", "res2net50", "model", "model name in the zoo"),
     _k("num_classes", "int", None, "model", "number of classes (null: from the dataset)",
@@ -184,6 +212,8 @@ KEYS = [
     _k("pretrained", "bool", False, "model", "load the published pretrained weights"),
     _k("ckpt_path", "str", None, "model", "initialise the model from this checkpoint (null: none)",
        nullable=True),
+    _k("resume_opt", "bool", False, "model",
+       "with ckpt_path: continue that training checkpoint (weights, optimizer, epoch), like --resume PATH"),
     _k("drop_rate", "float", 0.0, "model", "dropout before the classifier",
        nullable=True, check=_between(0, 1, hi_open=True)),
     _k("drop_path_rate", "float", 0.0, "model", "stochastic-depth rate",
@@ -206,9 +236,15 @@ KEYS = [
     _k("clip_value", "float", 15.0, "model", "global-norm clip value", check=_gt(0)),
     _k("gradient_accumulation_steps", "int", 1, "model",
        "accumulate gradients over this many batches per update", check=_ge(1)),
+    _k("layer_decay", "float", None, "model",
+       "layer-wise lr decay (null: off): the head trains at lr, layer4 at lr*d, ... the stem at lr*d^5",
+       nullable=True, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     # optimizer
     _k("opt", "str", "adam", "optimizer", "optimizer",
-       choices=("sgd", "momentum", "nesterov", "adamw", "adam", "rmsprop", "lamb", "lion"),
+       choices=("sgd", "momentum", "nesterov", "adamw", "adam", "rmsprop", "lamb", "lion", "adagrad",
+                "nadam"),
+       refused={"adan": "adan is in MindCV's optimizer factory but not among the choices of its train.py, and "
+                "is not implemented here; use adamw or lamb"},
        canon=_lower),
     _k("lr", "float", 0.001, "optimizer", "peak learning rate", check=_ge(0)),
     _k("momentum", "float", 0.9, "optimizer", "momentum", check=_ge(0)),
@@ -222,7 +258,7 @@ KEYS = [
     # scheduler
     _k("scheduler", "str", "cosine_decay", "scheduler", "learning-rate schedule",
        choices=("constant", "cosine_decay", "step_decay", "multi_step_decay",
-                "exponential_decay", "polynomial_decay", "one_cycle"), canon=_lower),
+                "exponential_decay", "polynomial_decay", "one_cycle", "cyclic"), canon=_lower),
     _k("min_lr", "float", 1e-6, "scheduler", "final / minimum learning rate", check=_ge(0)),
     _k("warmup_epochs", "int", 3, "scheduler", "linear warmup epochs", check=_ge(0)),
     _k("warmup_factor", "float", 0.0, "scheduler", "warmup starts at lr * warmup_factor",
@@ -242,35 +278,44 @@ KEYS = [
        choices=("CE", "BCE"), canon=_loss_canon),
     _k("label_smoothing", "float", 0.0, "loss", "label smoothing",
        check=_between(0, 1, hi_open=True)),
+    _k("reduction", "str", "mean", "loss", "the loss over a batch: mean or sum of the per-image losses",
+       choices=("mean", "sum"), canon=_lower),
+    _k("aux_factor", "float", 0.0, "loss",
+       "weight of an auxiliary head's loss: must be 0 (Res2Net has no auxiliary head)",
+       check=lambda v: None if v == 0 else "must be 0 (Res2Net has no auxiliary head; MindCV uses the key for "
+       "Inception-style models)"),
     # amp
     _k("amp_level", "str", "O0", "amp", "O0 fp32, O1 white-list fp16, O2 fp16 but BN, O3 all fp16",
        choices=("O0", "O1", "O2", "O3"), canon=_upper),
-    _k("loss_scale_type", "str", "fixed", "amp", "fixed or dynamic loss scale",
-       choices=("fixed", "dynamic"), canon=_lower),
+    _k("val_amp_level", "str", "O0", "amp", "amp level of validate.py's evaluation (MindCV's meaning; "
+       "validation inside train.py runs the training network at amp_level)",
+       choices=("O0", "O1", "O2", "O3"), canon=_upper),
+    _k("amp_cast_list", "str", None, "amp",
+       "null, or the cell types to cast, as MindCV writes them: '[nn.Conv2d, nn.Dense]' (O1: these run "
+       "in fp16; O2: all but these run in fp16)", nullable=True, check=_amp_cast_list),
+    _k("loss_scale_type", "str", "fixed", "amp",
+       "fixed, dynamic, or auto (dynamic with AMP, a fixed scale of 1 at O0)",
+       choices=("fixed", "dynamic", "auto"), canon=_lower),
     _k("loss_scale", "float", 1.0, "amp", "(initial) loss scale", check=_gt(0)),
-    _k("drop_overflow_update", "bool", False, "amp", "skip the update on a step that overflows"),
+    _k("drop_overflow_update", "bool", False, "amp",
+       "true: a step whose gradients overflow is skipped; false (MindCV's default) is treated the same "
+       "(non-finite gradients would destroy the weights) and said once at start-up"),
+    _k("max_consecutive_overflows", "int", 100, "amp",
+       "stop the run (keeping the last good checkpoint) after this many overflowing steps in a row", check=_ge(1)),
     # new keys
     _k("resume", "str", None, "run", "null, 'auto' (latest checkpoint in ckpt_save_dir) or a path",
        nullable=True),
     _k("overwrite", "bool", False, "run",
        "start (or resume) in a ckpt_save_dir that holds another run's checkpoints; they are left alone"),
+    _k("summary_dir", "str", None, "run",
+       "null, or a folder for TensorBoard event files (loss, lr, loss scale, speed, val metrics)",
+       nullable=True),
     _k("dry_run", "bool", False, "run", "print the resolved config as YAML and exit"),
 ]
 
-# MindCV keys accepted so MindCV configs run unchanged, but ignored here.
+# MindCV keys accepted so MindCV configs run unchanged, but ignored here (ModelArts only).
 NO_EFFECT_KEYS = {
-    "dataset_download": "datasets are never downloaded by the loader; see the data preparation tool",
-    "aug_repeats": "repeated augmentation is not implemented",
-    "aug_splits": "augmentation splits (AugMix JSD) are not implemented",
-    "re_max_attempts": "random erasing uses a fixed number of attempts",
-    "layer_decay": "layer-wise lr decay is meant for ViTs and is not implemented",
-    "aux_factor": "Res2Net has no auxiliary head",
-    "reduction": "the loss is always averaged over the batch",
-    "val_amp_level": "evaluation runs at the training amp_level (O0 when only validating)",
-    "amp_cast_list": "custom cast lists are not supported; use amp_level",
-    "eval_shuffle": "evaluation data is never shuffled",
-    "resume_opt": "use 'resume', which restores model, optimizer and epoch together",
-    "enable_modelarts": "ModelArts is not supported",
+    "enable_modelarts": "ModelArts is not supported; it must stay false",
     "multi_data_url": "ModelArts is not supported",
     "data_url": "ModelArts is not supported",
     "ckpt_url": "ModelArts is not supported",
@@ -278,18 +323,9 @@ NO_EFFECT_KEYS = {
 }
 
 NO_EFFECT_SPECS = [
-    _k("dataset_download", "bool", False, "mindcv", NO_EFFECT_KEYS["dataset_download"]),
-    _k("aug_repeats", "int", 0, "mindcv", NO_EFFECT_KEYS["aug_repeats"]),
-    _k("aug_splits", "int", 0, "mindcv", NO_EFFECT_KEYS["aug_splits"]),
-    _k("re_max_attempts", "int", 10, "mindcv", NO_EFFECT_KEYS["re_max_attempts"]),
-    _k("layer_decay", "float", None, "mindcv", NO_EFFECT_KEYS["layer_decay"], nullable=True),
-    _k("aux_factor", "float", 0.0, "mindcv", NO_EFFECT_KEYS["aux_factor"]),
-    _k("reduction", "str", "mean", "mindcv", NO_EFFECT_KEYS["reduction"]),
-    _k("val_amp_level", "str", "O0", "mindcv", NO_EFFECT_KEYS["val_amp_level"], canon=_upper),
-    _k("amp_cast_list", "str", None, "mindcv", NO_EFFECT_KEYS["amp_cast_list"], nullable=True),
-    _k("eval_shuffle", "bool", False, "mindcv", NO_EFFECT_KEYS["eval_shuffle"]),
-    _k("resume_opt", "bool", False, "mindcv", NO_EFFECT_KEYS["resume_opt"]),
-    _k("enable_modelarts", "bool", False, "mindcv", NO_EFFECT_KEYS["enable_modelarts"]),
+    _k("enable_modelarts", "bool", False, "mindcv", NO_EFFECT_KEYS["enable_modelarts"],
+       check=lambda v: None if not v else "must be false (ModelArts is not supported: run train.py "
+       "directly with --data_dir and --ckpt_save_dir)"),
     _k("multi_data_url", "str", "/cache/data/", "mindcv", NO_EFFECT_KEYS["multi_data_url"]),
     _k("data_url", "str", "/cache/data/", "mindcv", NO_EFFECT_KEYS["data_url"]),
     _k("ckpt_url", "str", "/cache/output/", "mindcv", NO_EFFECT_KEYS["ckpt_url"]),

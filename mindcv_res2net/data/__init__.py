@@ -1,4 +1,4 @@
-"""Data: datasets, transforms, loader, mixup, Fashion-MNIST preparation.
+"""Data: datasets (ImageFolder, MindRecord, MNIST), transforms, loader, mixup, data preparation.
 
 Public API (see each module's docstring)::
 
@@ -17,9 +17,10 @@ import importlib
 
 _EXPORTS = {
     "create_dataset": "dataset", "get_dataset_info": "dataset", "DatasetInfo": "dataset",
-    "EpochSampler": "dataset", "read_class_list": "dataset", "resolve_workers": "dataset", "read_idx": "idx",
+    "EpochSampler": "sampler", "RepeatAugSampler": "sampler",
+    "read_class_list": "dataset", "resolve_workers": "dataset", "read_idx": "idx",
     "FASHION_MNIST_CLASSES": "idx", "MNIST_CLASSES": "idx",
-    "BadImageCounter": "decode",
+    "BadImageCounter": "decode", "prepare_mindrecord": "mindrecord",
     "create_loader": "loader", "pop_bad_image_count": "loader", "raise_data_error": "loader",
     "MixupCutmix": "mixup",
     "create_transforms": "transforms",

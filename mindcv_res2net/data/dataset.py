@@ -35,7 +35,6 @@ the other samples.
 """
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -44,14 +43,18 @@ import mindspore.dataset as ds
 
 from ..errors import UserError
 from . import decode as _decode
+from . import mindrecord as _mindrecord
+from .mindrecord_reader import build_pipeline as _mindrecord_pipeline
 from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
 from .image_folder import _split_dir, read_class_list, scan_image_folder
 from .mnist_files import fetch_raw_files
+from .sampler import EpochSampler, RepeatAugSampler, check_aug_repeats
 
 _logger = logging.getLogger(__name__)
 
 MNIST_FAMILY = {"mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
 IMAGEFOLDER_NAMES = ("imagenet", "imagefolder")
+MINDRECORD_NAME = "mindrecord"  # a MindRecord set written by ``prepare mindrecord`` (see :mod:`.mindrecord`)
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -62,10 +65,10 @@ _MAX_SUBSTITUTE_TRIES = 64
 def canonical_name(name):
     """'ImageFolder' -> 'imagefolder', 'Fashion-MNIST' -> 'fashion_mnist'; UserError if unknown."""
     key = str(name).strip().lower().replace("-", "_")
-    key = {"fashionmnist": "fashion_mnist", "image_folder": "imagefolder"}.get(key, key)
-    if key not in IMAGEFOLDER_NAMES and key not in MNIST_FAMILY:
+    key = {"fashionmnist": "fashion_mnist", "image_folder": "imagefolder", "mind_record": "mindrecord"}.get(key, key)
+    if key not in IMAGEFOLDER_NAMES and key not in MNIST_FAMILY and key != MINDRECORD_NAME:
         raise UserError(f"unknown dataset name: {name!r}. Use one of imagenet, imagefolder, "
-                        f"fashion_mnist, mnist")
+                        f"mindrecord, fashion_mnist, mnist")
     return key
 
 
@@ -97,61 +100,6 @@ class DatasetInfo:
 
 # ----------------------------------------------------------------------------------------------
 # Sampler
-
-class EpochSampler(ds.Sampler):
-    """Per-epoch seeded order with sharding; see the module docstring.
-
-    Deep copies return the same object (MindSpore deep-copies the pipeline for every iterator;
-    the epoch counter must survive that).
-    """
-
-    def __init__(self, num_items, shuffle=True, seed=0, num_shards=1, shard_id=0, start_epoch=0,
-                 limit=None):
-        self.num_items = int(num_items)
-        self.limit = self.num_items if limit is None else min(int(limit), self.num_items)
-        self.shuffle = bool(shuffle)
-        self.seed = int(seed)
-        self.num_shards = int(num_shards)
-        self.shard_id = int(shard_id)
-        self._lock = threading.Lock()
-        self.epoch = int(start_epoch)
-        super().__init__(num_samples=self.samples_per_epoch())
-
-    def samples_per_epoch(self):
-        if self.shuffle:
-            return self.limit // self.num_shards
-        return len(range(self.shard_id, self.limit, self.num_shards))
-
-    def __len__(self):
-        return self.samples_per_epoch()
-
-    def set_epoch(self, epoch):
-        """The next epoch MindSpore starts reads the order of ``epoch``."""
-        with self._lock:
-            self.epoch = int(epoch)
-
-    def indices(self, epoch):
-        """This rank's sample indices of ``epoch`` (numpy int64 array); a pure function."""
-        if self.shuffle:
-            rng = np.random.RandomState((self.seed + int(epoch)) % (2 ** 32))
-            order = rng.permutation(self.num_items)[:self.limit]
-            per = self.limit // self.num_shards
-            return order[self.shard_id * per:(self.shard_id + 1) * per]
-        if self.limit == self.num_items:
-            base = np.arange(self.num_items, dtype=np.int64)
-        else:  # an evenly spread, fixed subset (file order is class order)
-            base = np.arange(self.limit, dtype=np.int64) * self.num_items // self.limit
-        return base[self.shard_id::self.num_shards]
-
-    def __iter__(self):
-        with self._lock:
-            epoch = self.epoch
-            self.epoch += 1
-        return iter(self.indices(epoch).tolist())
-
-    def __deepcopy__(self, memo):
-        return self
-
 
 # ----------------------------------------------------------------------------------------------
 # Sources (random access, called from MindSpore's source threads)
@@ -284,7 +232,22 @@ def check_data_dir(name, root, split):
                             f"...) nor a class-folder split {os.path.join(root, split)}. Run 'python -m "
                             f"mindcv_res2net.data.prepare {key} --out {root}'")
         return
-    _split_dir(root, split)
+    if _find_mindrecord(key, root, split) is None:
+        _split_dir(root, split)
+
+
+def _find_mindrecord(key, root, split):
+    """The MindRecord folder of ``split`` (``dataset: mindrecord``, or an ImageFolder name whose
+    ``root/split`` holds a set written by ``prepare mindrecord``), else None."""
+    if key in MNIST_FAMILY:
+        return None
+    found = _mindrecord.find_split(root, split)
+    if found is None and key == MINDRECORD_NAME:
+        where = os.path.join(os.fspath(root), split) if root is not None else None
+        raise UserError(f"no MindRecord set for split {split!r}: {where}/{_mindrecord.META_NAME} not found. "
+                        f"Write one with 'python -m mindcv_res2net.data.prepare mindrecord --src IMAGEFOLDER "
+                        f"--out {root}', or use --dataset imagefolder")
+    return found
 
 
 def find_idx_files(root, split):
@@ -368,15 +331,18 @@ def _check_shards(num_shards, shard_id):
 def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_samples=None,
                    num_shards=None, shard_id=None, num_parallel_workers=None, class_list=None,
                    seed=None, strict_data=False, start_epoch=0, download=False,
-                   large_image_pixels=None, class_names=None, **kwargs):
+                   large_image_pixels=None, class_names=None, aug_repeats=0, eval_shuffle=False, **kwargs):
     """Build a data set (see the module docstring for columns, order, sharding, bad files).
 
     Args:
-        name: 'imagenet' / 'imagefolder' (``root/split/<class>/<image>``), 'fashion_mnist' or
+        name: 'imagenet' / 'imagefolder' (``root/split/<class>/<image>``, or the MindRecord set
+            ``root/split`` when it holds one), 'mindrecord' (see :mod:`.mindrecord`), 'fashion_mnist' or
             'mnist' (idx files, ``.gz`` or raw, in ``root`` or ``root/raw``; or prepared class
             folders ``root/split/<class>/*.png``).
         root: data directory. split: 'train', 'val' (or 'test'; for idx files both mean t10k).
         shuffle: seeded per-epoch permutation (training) or file order (evaluation).
+        eval_shuffle: with ``shuffle`` false, read the same images in a seeded random order
+            (MindCV's ``eval_shuffle``; the evaluation figures do not change).
         num_samples: use only this many images per epoch (all ranks together): the first
             ``num_samples`` of each epoch's permutation when shuffling (a new random subset
             every epoch), else a fixed subset spread evenly over the (class-sorted) files.
@@ -386,6 +352,9 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
             partial class set keeps its full-set indices. Folders not in the list: UserError.
         seed: order seed (None -> 0). strict_data: unreadable file -> UserError.
         start_epoch: epoch whose order the first iteration reads (see ``set_epoch``).
+        aug_repeats: repeated augmentation (training only; 0 or 1 = off): each image appears
+            ``aug_repeats`` times per epoch, spread over the ranks, with the same samples per
+            rank as without it (:class:`~.sampler.RepeatAugSampler`). Not with ``num_samples``.
         download: for fashion_mnist / mnist, fetch and verify the official files into ``root``
             when neither idx files nor class folders are present.
         large_image_pixels: images above this many pixels are reduced before decoding.
@@ -448,6 +417,12 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
             source = ImageFileSource(paths, labels, mode="grey", strict=strict_data,
                                      replace_bad=replace_bad, bad_images=bad,
                                      large_pixels=large_image_pixels)
+    elif _find_mindrecord(key, root, split) is not None:
+        source = _mindrecord.open_split(_find_mindrecord(key, root, split))
+        mr_labels, class_names = _mindrecord.label_map(source, class_list, class_names)
+        if key != MINDRECORD_NAME:
+            _logger.info("%s holds a MindRecord set: reading it (dataset: mindrecord)", source.folder)
+        key = MINDRECORD_NAME
     else:
         paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
         source = ImageFileSource(paths, labels, mode="encoded", strict=strict_data,
@@ -461,11 +436,24 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
         total = min(total, int(num_samples))
     if shuffle and total < num_shards:
         raise UserError(f"{total} images cannot be shared by {num_shards} ranks. Use more data")
-    sampler = EpochSampler(len(source), shuffle=shuffle, seed=seed, num_shards=num_shards,
-                           shard_id=shard_id, start_epoch=start_epoch, limit=total)
+    aug_repeats = check_aug_repeats(aug_repeats)
+    if aug_repeats > 1 and num_samples is not None:
+        raise UserError(f"aug_repeats={aug_repeats} and num_samples={num_samples} cannot be used together "
+                        f"(as in MindCV): drop num_samples, or set aug_repeats to 0")
+    if aug_repeats > 1:
+        sampler = RepeatAugSampler(len(source), num_repeats=aug_repeats, shuffle=shuffle, seed=seed,
+                                   num_shards=num_shards, shard_id=shard_id, start_epoch=start_epoch)
+    else:
+        sampler = EpochSampler(len(source), shuffle=shuffle, seed=seed, num_shards=num_shards,
+                               shard_id=shard_id, start_epoch=start_epoch, limit=total,
+                               eval_shuffle=eval_shuffle)
     source_threads = max(1, min(workers, 4))
-    dataset = ds.GeneratorDataset(source, column_names=["image", "label"], sampler=sampler,
-                                  num_parallel_workers=source_threads, python_multiprocessing=False)
+    if key == MINDRECORD_NAME:
+        dataset = _mindrecord_pipeline(source, sampler, mr_labels, bad, strict=strict_data, replace_bad=replace_bad,
+                                       large_pixels=large_image_pixels, workers=source_threads)
+    else:
+        dataset = ds.GeneratorDataset(source, column_names=["image", "label"], sampler=sampler,
+                                      num_parallel_workers=source_threads, python_multiprocessing=False)
     info = DatasetInfo(name=key, root=os.fspath(root), split=split, class_names=list(class_names),
                        num_samples=total, samples_per_epoch=sampler.samples_per_epoch(),
                        num_shards=num_shards, shard_id=shard_id, shuffle=bool(shuffle), seed=seed,

@@ -105,9 +105,9 @@ def fetch_raw_files(dataset, raw_dir, verify=True):
             except (urllib.error.URLError, OSError, ValueError) as exc:
                 errors.append(f"{mirror}{name}: {exc}")
                 continue
-            if _digest(tmp, "md5") != spec["md5"][name]:
+            if not verify_file(name, tmp, dataset):  # the gz MD5, or the content of a recompressed copy
                 os.remove(tmp)
-                errors.append(f"{mirror}{name}: MD5 mismatch")
+                errors.append(f"{mirror}{name}: MD5 / content hash mismatch")
                 continue
             os.replace(tmp, dest)
             paths[name] = dest

@@ -2,6 +2,10 @@
 
     python -m mindcv_res2net.data.prepare fashion_mnist --out DIR [--limit N] [--source RAW_DIR]
     python -m mindcv_res2net.data.prepare mnist --out DIR
+    python -m mindcv_res2net.data.prepare mindrecord --src IMAGEFOLDER --out DIR [--shards N] [--overwrite]
+
+The ``mindrecord`` command writes MindRecord copies of an ImageFolder tree (one set per split
+folder: ``DIR/<split>/data.mindrecord*``); see :mod:`.mindrecord`.
 
 Writes ``DIR/train/<k>_<name>/train_NNNNN.png`` (60000) and ``DIR/val/<k>_<name>/val_NNNNN.png``
 (10000); folder names start with the label, so sorted order is label order. ``--limit N`` keeps
@@ -21,6 +25,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 
 import numpy as np
 from PIL import Image
@@ -28,6 +33,7 @@ from PIL import Image
 from ..errors import UserError
 from ..cli import run_main
 from .idx import read_idx
+from .mindrecord import prepare_mindrecord
 from .mnist_files import DATASETS, FILES, fetch_raw_files, verify_file  # noqa: F401  (re-exported)
 
 SPLITS = (("train", "train", 60000), ("val", "t10k", 10000))
@@ -136,9 +142,33 @@ def prepare(dataset, out_dir, limit=None, source=None, workers=2, verify=True, l
     return counts
 
 
+def mindrecord_main(argv):
+    parser = argparse.ArgumentParser(prog="python -m mindcv_res2net.data.prepare mindrecord",
+                                     description="Write MindRecord copies of an ImageFolder tree: one set of "
+                                                 "shards per split folder, OUT/<split>/data.mindrecord*.")
+    parser.add_argument("--src", required=True, help="ImageFolder root (SRC/<split>/<class>/<image>)")
+    parser.add_argument("--out", required=True, help="output folder (gets one folder per split)")
+    parser.add_argument("--shards", type=int, default=1, help="MindRecord files per split (default 1)")
+    parser.add_argument("--splits", default=None,
+                        help="comma-separated split folders (default: every folder of SRC holding class folders)")
+    parser.add_argument("--class_list", default=None, help="text file of class names, one per line, in label order")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing sets in --out")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    args = parser.parse_args(argv)
+    splits = [s.strip() for s in args.splits.split(",") if s.strip()] if args.splits else None
+    prepare_mindrecord(args.src, args.out, shards=args.shards, splits=splits, overwrite=args.overwrite,
+                       class_list=args.class_list)
+    return 0
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "mindrecord":
+        return mindrecord_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m mindcv_res2net.data.prepare",
-                                     description="Write Fashion-MNIST / MNIST as PNG class folders.")
+                                     description="Write Fashion-MNIST / MNIST as PNG class folders "
+                                                 "('prepare mindrecord --help': MindRecord copies of an "
+                                                 "ImageFolder tree).")
     parser.add_argument("dataset", choices=sorted(DATASETS))
     parser.add_argument("--out", required=True, help="output folder (gets train/ and val/)")
     parser.add_argument("--limit", type=int, default=None, help="keep the first N images per split")

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass
 
 from ..data import create_dataset, create_loader, create_transforms
+from ..data.dataset import check_data_dir, is_mnist_family
 from ..errors import UserError
 
 _EPOCH_SEED_STRIDE = 7919  # a prime: per-epoch augmentation seeds never collide with seed + rank
@@ -32,6 +33,19 @@ class DataSplit:
         return self.loader.pop_bad_image_count()
 
 
+def check_data_dirs(args, splits):
+    """The cheap data checks before anything is built: the folders of ``splits`` exist, or
+    ``dataset_download`` will fetch them (Fashion-MNIST / MNIST only, as in MindCV)."""
+    if args.dataset_download:
+        if not is_mnist_family(args.dataset):
+            raise UserError(f"dataset_download: only fashion_mnist and mnist can be downloaded, not "
+                            f"{args.dataset} (as in MindCV). Put the data in --data_dir yourself and set "
+                            "dataset_download false.")
+        return  # fetched into data_dir when the data set is built
+    for split in splits:
+        check_data_dir(args.dataset, args.data_dir, split)
+
+
 def _shards(dist):
     if dist.world_size > 1:
         return dist.world_size, dist.rank
@@ -42,7 +56,8 @@ def _transform_kwargs(args):
     return dict(image_resize=args.image_resize, scale=args.scale, ratio=args.ratio, hflip=args.hflip,
                 vflip=args.vflip, color_jitter=args.color_jitter, interpolation=args.interpolation,
                 crop_pct=args.crop_pct, auto_augment=args.auto_augment, re_prob=args.re_prob,
-                re_scale=args.re_scale, re_ratio=args.re_ratio, re_value=args.re_value, mean=args.mean,
+                re_scale=args.re_scale, re_ratio=args.re_ratio, re_value=args.re_value,
+                re_max_attempts=args.re_max_attempts, mean=args.mean,
                 std=args.std, in_channels=args.in_channels)
 
 
@@ -58,13 +73,16 @@ def build_train(args, dist, epoch=0):
         args.dataset, root=args.data_dir, split=args.train_split, shuffle=args.shuffle,
         num_samples=args.num_samples, num_shards=num_shards, shard_id=shard_id,
         num_parallel_workers=args.num_parallel_workers, class_list=args.class_list, seed=args.seed,
-        strict_data=args.strict_data, start_epoch=epoch)
-    transform = create_transforms(args.dataset, is_training=True, **_transform_kwargs(args))
+        strict_data=args.strict_data, start_epoch=epoch, download=args.dataset_download,
+        aug_repeats=args.aug_repeats)
+    transform = create_transforms(args.dataset, is_training=True, separate=args.aug_splits > 0,
+                                  **_transform_kwargs(args))
     loader = create_loader(
         dataset, args.batch_size, drop_remainder=args.drop_remainder, is_training=True, mixup=args.mixup,
         cutmix=args.cutmix, cutmix_prob=args.cutmix_prob, num_classes=args.num_classes, transform=transform,
         num_parallel_workers=args.num_parallel_workers, label_smoothing=0.0,  # the loss smooths
-        seed=int(args.seed) + _EPOCH_SEED_STRIDE * epoch, start_epoch=epoch, image_resize=args.image_resize)
+        seed=int(args.seed) + _EPOCH_SEED_STRIDE * epoch, start_epoch=epoch, image_resize=args.image_resize,
+        aug_splits=args.aug_splits)
     return _split(loader, args.data_dir)
 
 
@@ -104,7 +122,8 @@ def build_val(args, dist, class_names=None):
         args.dataset, root=args.data_dir, split=args.val_split, shuffle=False,
         num_samples=None, num_shards=num_shards, shard_id=shard_id,
         num_parallel_workers=args.num_parallel_workers, class_list=args.class_list, seed=args.seed,
-        strict_data=args.strict_data, class_names=class_names)
+        strict_data=args.strict_data, class_names=class_names, eval_shuffle=args.eval_shuffle,
+        download=args.dataset_download)
     transform = create_transforms(args.dataset, is_training=False, **_transform_kwargs(args))
     loader = create_loader(dataset, args.batch_size, drop_remainder=False, is_training=False,
                            num_classes=args.num_classes, transform=transform,

@@ -1,4 +1,5 @@
-"""Classification losses (``create_loss``): cross entropy and binary cross entropy.
+"""Classification losses (``create_loss``): cross entropy, binary cross entropy, and AugMix's
+JSD cross entropy for augmentation splits.
 
 Both take logits ``[B, C]`` (or a tuple ``(main, aux, ...)`` for networks with auxiliary heads,
 weighted by ``aux_factor``) and labels that are either class indices ``[B]`` (int) or
@@ -12,16 +13,34 @@ Label smoothing ``eps`` is applied to both label forms: the target row becomes
 * BCE: sigmoid cross entropy per element, ``max(x, 0) - x * y + log(1 + exp(-|x|))``;
   ``reduction="mean"`` averages over all ``B * C`` elements (as MindCV /
   ``binary_cross_entropy_with_logits`` do).
+* JSD (``aug_splits`` > 0; MindCV's ``JSDCrossEntropy``, timm's ``JsdCrossEntropy``, Hendrycks
+  et al. 2020): logits ``[S*B, C]`` = S splits ``[clean; aug1; aug2]``, labels ``[S*B]`` or
+  ``[B]`` (the first B are read). With ``p_s = softmax(split s)`` and the mixture
+  ``M = clip(mean_s p_s, 1e-7, 1)``::
+
+      loss = CE(clean split, labels[:B]; smoothing, reduction)
+             + alpha / S * sum_s sum_{i,c} p_s[i,c] * (log p_s[i,c] - log M[i,c]) / B
+
+  (natural log, ``alpha = 12``). The Jensen-Shannon term is always averaged over the batch
+  (``KLDivLoss(reduction="batchmean")``), whatever ``reduction``; ``p log p`` uses
+  ``log_softmax`` so an underflowed probability contributes 0.
+
+``reduction``: ``"mean"`` (average over the batch; BCE: over all ``B * C`` elements) or
+``"sum"`` (MindCV's two values; key ``reduction``).
 """
 import mindspore as ms
 from mindspore import nn, ops
 
+from ..data.loader import check_aug_splits
 from ..errors import UserError
 
-__all__ = ["create_loss", "CrossEntropySmooth", "BinaryCrossEntropySmooth", "LOSSES"]
+__all__ = ["create_loss", "CrossEntropySmooth", "BinaryCrossEntropySmooth", "JSDCrossEntropy", "LOSSES",
+           "REDUCTIONS"]
 
 LOSSES = ("ce", "bce")
-_REDUCTIONS = ("mean", "sum", "none")
+REDUCTIONS = ("mean", "sum")
+JSD_ALPHA = 12.0
+JSD_MIXTURE_MIN = 1e-7
 
 
 class _SmoothLossBase(nn.Cell):
@@ -43,11 +62,9 @@ class _SmoothLossBase(nn.Cell):
         return y
 
     def _reduce(self, loss):
-        if self.reduction == "mean":
-            return loss.mean()
         if self.reduction == "sum":
             return loss.sum()
-        return loss
+        return loss.mean()
 
     def _single(self, logits, labels):
         raise NotImplementedError
@@ -82,8 +99,35 @@ class BinaryCrossEntropySmooth(_SmoothLossBase):
         return self._reduce(loss)
 
 
-def create_loss(name="CE", label_smoothing=0.0, aux_factor=0.0, reduction="mean"):
-    """Build the loss cell: ``loss(logits, labels) -> scalar`` (or per-sample with reduction='none')."""
+class JSDCrossEntropy(_SmoothLossBase):
+    """CE on the clean split + ``alpha`` x Jensen-Shannon divergence between the splits' softmax
+    distributions (see the module docstring). Logits ``[num_splits * B, C]``."""
+
+    def __init__(self, num_splits=3, alpha=JSD_ALPHA, smoothing=0.0, aux_factor=0.0, reduction="mean"):
+        super().__init__(smoothing=smoothing, aux_factor=aux_factor, reduction=reduction)
+        self.num_splits = int(num_splits)
+        self.alpha = float(alpha)
+
+    def _single(self, logits, labels):
+        logits = logits.astype(ms.float32)
+        n = logits.shape[0] // self.num_splits
+        num_classes = logits.shape[-1]
+        clean_y = self._targets(labels[:n], num_classes)
+        logp = ops.log_softmax(logits[:n * self.num_splits].reshape(self.num_splits, n, num_classes), -1)
+        loss = self._reduce(-(clean_y * logp[0]).sum(-1))
+        probs = ops.exp(logp)
+        log_mixture = ops.log(ops.clamp(probs.mean(0), JSD_MIXTURE_MIN, 1.0))
+        kl = (probs * (logp - log_mixture)).sum() / n  # sum over the splits of batch-mean KL(p_s || M)
+        return loss + (self.alpha / self.num_splits) * kl
+
+
+def create_loss(name="CE", label_smoothing=0.0, aux_factor=0.0, reduction="mean", aug_splits=0):
+    """Build the loss cell: ``loss(logits, labels) -> scalar``.
+
+    ``reduction``: 'mean' or 'sum'. ``aug_splits``: 0, or 3 for AugMix's JSD training (the loader's
+    ``aug_splits``): the JSD cross entropy with ``label_smoothing`` on the clean split (``name`` must
+    be 'CE', as in MindCV's ``jsd``, which is a softmax loss).
+    """
     key = str(name).lower()
     if key not in LOSSES:
         raise UserError(f"unknown loss: {name!r}. Use 'CE' (softmax cross entropy) or 'BCE' (sigmoid).")
@@ -91,7 +135,14 @@ def create_loss(name="CE", label_smoothing=0.0, aux_factor=0.0, reduction="mean"
         raise UserError(f"label_smoothing must be in [0, 1): {label_smoothing}. Fix label_smoothing.")
     if float(aux_factor) < 0.0:
         raise UserError(f"aux_factor must be >= 0: {aux_factor}. Fix aux_factor.")
-    if reduction not in _REDUCTIONS:
-        raise UserError(f"unknown loss reduction: {reduction!r}. Use one of {', '.join(_REDUCTIONS)}.")
+    if reduction not in REDUCTIONS:
+        raise UserError(f"reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}. Fix the reduction key.")
+    splits = check_aug_splits(aug_splits)
+    if splits:
+        if key != "ce":
+            raise UserError(f"aug_splits={splits} trains with the JSD cross entropy, a softmax loss: set loss to CE "
+                            f"(got {name!r}), or aug_splits to 0")
+        return JSDCrossEntropy(num_splits=splits, smoothing=label_smoothing, aux_factor=aux_factor,
+                               reduction=reduction)
     cls = CrossEntropySmooth if key == "ce" else BinaryCrossEntropySmooth
     return cls(smoothing=label_smoothing, aux_factor=aux_factor, reduction=reduction)

@@ -10,7 +10,7 @@ import time
 from .. import atomic_io
 
 METRIC_FIELDS = ["epoch", "train_loss", "val_top1", "val_top5", "val_loss", "lr", "epoch_time_s",
-                 "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images"]
+                 "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images", "overflow_steps"]
 
 
 def setup_logging(log_dir, rank, world_size, debug=False):

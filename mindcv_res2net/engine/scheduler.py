@@ -30,6 +30,11 @@ dynamic_lr.py), so the same YAML keys give the same LR at every step:
   one_cycle            MindCV's ``one_cycle_lr``: cosine from ``lr / 25`` up to ``lr`` over the
                        first 30 % of the steps, then cosine down to ``min_lr``; per step only,
                        no separate warmup
+  cyclic               MindCV's ``cyclic_lr`` (Smith 2017, arXiv:1506.01186, "triangular"):
+                       ``num_cycles`` triangles over all the steps, each rising linearly from
+                       ``min_lr`` to ``lr`` in ``int(steps / num_cycles / 2)`` steps and falling
+                       back in as many; steps left after the last whole cycle start a new one.
+                       Per step only, no separate warmup (as in MindCV)
   ===================  ==========================================================================
 """
 import logging
@@ -53,6 +58,7 @@ SCHEDULERS = (
     "exponential_decay",
     "polynomial_decay",
     "one_cycle",
+    "cyclic",
 )
 
 
@@ -109,6 +115,20 @@ def _one_cycle(lr, min_lr, num_steps, pct_start=0.3, div_factor=25.0):
     return out
 
 
+def _cyclic(lr, min_lr, num_steps, num_cycles):
+    """MindCV ``cyclic_lr`` (mode "triangular") as ``create_scheduler`` calls it for ``cyclic``."""
+    half = int(num_steps / num_cycles / 2)
+    if half < 1:
+        raise UserError(
+            f"cyclic needs at least 2 steps per cycle: {num_steps} steps for num_cycles={num_cycles}. "
+            "Use fewer num_cycles, more epochs or a smaller batch size."
+        )
+    i = np.arange(num_steps, dtype=np.float64)
+    pos = i / (2.0 * half) - np.floor(i / (2.0 * half))  # position in the cycle, [0, 1)
+    height = np.where(pos <= 0.5, pos / 0.5, (pos - 1.0) / (0.5 - 1.0))
+    return min_lr + (lr - min_lr) * height
+
+
 def create_scheduler(
     steps_per_epoch,
     scheduler="constant",
@@ -160,6 +180,12 @@ def create_scheduler(
     main_steps = main_epochs * steps_per_epoch
 
     parts = []
+    if name == "cyclic" and (warmup_epochs > 0 or lr_epoch_stair):
+        raise UserError(
+            f"cyclic changes the LR every step and starts at min_lr by itself: it cannot be combined with "
+            f"warmup_epochs={warmup_epochs} or lr_epoch_stair={lr_epoch_stair} (as in MindCV). "
+            "Set warmup_epochs: 0 and lr_epoch_stair: False."
+        )
     if warmup_epochs > 0:
         if name == "one_cycle":
             raise UserError(
@@ -208,6 +234,10 @@ def create_scheduler(
         if lr_epoch_stair:
             raise UserError("one_cycle changes the LR every step; set lr_epoch_stair: False.")
         main = _one_cycle(lr, min_lr, main_steps)
+    elif name == "cyclic":
+        if num_cycles < 1 or int(num_cycles) != num_cycles:
+            raise UserError(f"num_cycles must be a whole number >= 1: {num_cycles}. Fix num_cycles.")
+        main = _cyclic(lr, min_lr, main_steps, int(num_cycles))
     else:  # constant
         main = np.full(main_steps, lr, dtype=np.float64)
     parts.append(np.asarray(main, dtype=np.float64))

@@ -28,8 +28,9 @@ epoch>)`` gives the same curve with or without accumulation, and on resume
 Adam / AdamW / Lamb keep their own ``beta*_power`` counters.)
 
 A fixed loss scale never changes; an overflow still skips the update (non-finite gradients would
-destroy the weights) and is reported, so the trainer can stop the run. ``drop_overflow_update`` is
-accepted for MindCV config compatibility; updates on overflow are always dropped.
+destroy the weights) and is reported; the trainer decides whether the run goes on
+(:mod:`.overflow`). ``drop_overflow_update`` is accepted for MindCV config compatibility; updates
+on overflow are always dropped, whatever its value.
 
 State Parameters (all float32 / int32 scalars unless said; names as saved by
 ``ms.save_checkpoint(train_step, ...)``):
@@ -47,6 +48,7 @@ import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, nn, ops
 from mindspore.common.initializer import initializer
 
+from ..cli.options import parse_cast_list
 from ..errors import UserError
 from .ema import EMA
 from .optimizer import assign_parameter
@@ -114,7 +116,29 @@ def _wrap_matching(cell, classes, make):
         cell.cell_list = list(cell.cells())
 
 
-def apply_amp(network, amp_level="O0"):
+def resolve_cast_list(amp_cast_list):
+    """MindCV's ``amp_cast_list`` (text such as ``"[nn.Conv2d, nn.Dense]"``, or a tuple of names or
+    classes) -> a tuple of ``mindspore.nn`` cell classes; None stays None. A name that is not a
+    MindSpore cell class is a ``UserError`` naming it."""
+    if amp_cast_list is None:
+        return None
+    if isinstance(amp_cast_list, str):
+        try:
+            amp_cast_list = parse_cast_list(amp_cast_list)
+        except ValueError as exc:
+            raise UserError(f"amp_cast_list {amp_cast_list!r}: {exc}. Write it as MindCV does, e.g. "
+                            "'[nn.Conv2d, nn.Dense]'.") from None
+    classes = []
+    for item in amp_cast_list:
+        cls = getattr(nn, item, None) if isinstance(item, str) else item
+        if not (isinstance(cls, type) and issubclass(cls, nn.Cell)):
+            raise UserError(f"amp_cast_list: {item!r} is not a mindspore.nn cell class (e.g. nn.Conv2d, "
+                            "nn.Dense, nn.BatchNorm2d). Fix amp_cast_list.")
+        classes.append(cls)
+    return tuple(classes)
+
+
+def apply_amp(network, amp_level="O0", amp_cast_list=None):
     """Mixed precision, MindCV levels. Returns the cell to run; parameter names are unchanged.
 
     * O0: fp32 (``network`` itself).
@@ -123,23 +147,30 @@ def apply_amp(network, amp_level="O0"):
       output is cast to fp32.
     * O3: everything fp16, BatchNorm included; the network output is cast to fp32.
 
+    ``amp_cast_list`` (MindCV's key; see ``resolve_cast_list``) replaces the built-in list of the
+    level: at O1 the cells of these types run in fp16, at O2 all cells but these run in fp16. At
+    O0 and O3 it has no effect, as in MindCV.
+
     ``network`` is changed in place (sub-layers are wrapped; attribute access still works).
     The weights stay float32 Parameters at every level, and the loss is computed in fp32.
     """
     level = str(amp_level).upper()
     if level not in AMP_LEVELS:
         raise UserError(f"unknown amp_level: {amp_level!r}. Use one of: {', '.join(AMP_LEVELS)}.")
+    cast_list = resolve_cast_list(amp_cast_list)
     if level == "O0":
         return network
     if level == "O1":
+        white = cast_list or _O1_WHITE_LIST
         make = lambda c: _CastWrapper(c, ms.float16, ms.float32)  # noqa: E731
-        if isinstance(network, _O1_WHITE_LIST):
+        if isinstance(network, white):
             return make(network)
-        _wrap_matching(network, _O1_WHITE_LIST, make)
+        _wrap_matching(network, white, make)
         return network
     network.to_float(ms.float16)
     if level == "O2":
-        _wrap_matching(network, _O2_BLACK_LIST, lambda c: _CastWrapper(c, ms.float32, ms.float16))
+        black = cast_list or _O2_BLACK_LIST
+        _wrap_matching(network, black, lambda c: _CastWrapper(c, ms.float32, ms.float16))
     return _CastWrapper(network, None, ms.float32)
 
 
@@ -219,6 +250,7 @@ class TrainStep(nn.Cell):
         loss_fn: ``loss_fn(logits, labels) -> scalar`` (``create_loss``).
         optimizer: from ``create_optimizer`` over the network's trainable parameters.
         amp_level: "O0" / "O1" / "O2" / "O3".
+        amp_cast_list: None, or the cell types that replace the level's built-in list (``apply_amp``).
         loss_scale_type: "fixed", "dynamic", or "auto" (dynamic when amp_level != O0, else fixed 1).
         loss_scale: the fixed scale, or the initial dynamic scale.
         scale_factor, scale_window: dynamic scale: divide by ``scale_factor`` on overflow, multiply
@@ -240,6 +272,7 @@ class TrainStep(nn.Cell):
         loss_fn,
         optimizer,
         amp_level="O0",
+        amp_cast_list=None,
         loss_scale_type="fixed",
         loss_scale=1.0,
         scale_factor=2.0,
@@ -274,7 +307,7 @@ class TrainStep(nn.Cell):
                             f"{scale_factor}, {scale_window}.")
 
         self.network = network  # the plain model (names, EMA, eval)
-        amp_net = apply_amp(network, level)
+        amp_net = apply_amp(network, level, amp_cast_list)
         self.net_with_loss = NetWithLoss(amp_net, loss_fn)
         self.optimizer = optimizer
         self.weights = optimizer.parameters

@@ -16,9 +16,8 @@ import time
 import mindspore as ms
 import numpy as np
 
-from ..checkpoint import is_meta_entry, meta_of, read_checkpoint
+from ..checkpoint import is_meta_entry, meta_of, read_checkpoint, read_checkpoint_meta
 from ..cli import config as config_module
-from ..data.dataset import check_data_dir
 from ..distributed import (average_batch_norm_statistics, broadcast_object, broadcast_parameters,
                            parameters_divergence)
 from ..errors import UserError
@@ -26,16 +25,16 @@ from ..models.factory import check_model_name, create_model
 from ..weights import load_model_weights
 from . import data_setup
 from .checkpoint_manager import CheckpointManager, RunLock, probe_writable
+from . import overflow
 from .evaluate import evaluate
 from .loss import create_loss
-from .optimizer import create_optimizer, set_global_step
+from .optimizer import create_optimizer, is_schedule_parameter, set_global_step
+from .overflow import OverflowGuard
 from .run_log import EpochRecords, Progress, keep_previous_version, setup_logging
 from .runtime import setup_runtime
 from .scheduler import create_scheduler
+from .summary import TrainingSummary
 from .train_step import TrainStep
-
-# Parameters derived from the config rather than trained: rebuilt on resume, never compared.
-_SCHEDULE_PARAMETERS = ("learning_rate",)
 
 
 # ---------------------------------------------------------------------------------- inputs
@@ -45,9 +44,25 @@ def _check_inputs(args):
     if args.ckpt_path and not os.path.isfile(args.ckpt_path):
         raise UserError(f"--ckpt_path file not found: {args.ckpt_path}. Pass an existing checkpoint, or drop "
                         "--ckpt_path to train from scratch.")
-    check_data_dir(args.dataset, args.data_dir, args.train_split)
-    if args.val_while_train:
-        check_data_dir(args.dataset, args.data_dir, args.val_split)
+    if args.resume_opt:
+        _resume_opt_to_resume(args)
+    data_setup.check_data_dirs(args, [args.train_split] + ([args.val_split] if args.val_while_train else []))
+
+
+def _resume_opt_to_resume(args):
+    """MindCV's ``ckpt_path`` + ``resume_opt``: continue that checkpoint's training. Here a training
+    checkpoint holds the optimizer state itself, so this is ``--resume ckpt_path``."""
+    if not args.ckpt_path:
+        raise UserError("resume_opt needs ckpt_path: give the training checkpoint to continue with --ckpt_path, "
+                        "or use --resume auto / --resume PATH.")
+    if args.resume:
+        raise UserError(f"resume_opt with ckpt_path {args.ckpt_path} and resume {args.resume} both say where to "
+                        "continue from: keep one of them.")
+    if "epoch" not in read_checkpoint_meta(args.ckpt_path):
+        raise UserError(f"resume_opt: {args.ckpt_path} holds weights only (no optimizer state or epoch; MindCV keeps "
+                        "those in a separate optim_<model>.ckpt, which is not read here). Continue from a checkpoint "
+                        "written by train.py, or drop resume_opt to fine-tune from these weights.")
+    args.resume, args.ckpt_path = args.ckpt_path, None
 
 
 # ---------------------------------------------------------------------------------- build
@@ -69,10 +84,13 @@ def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
         num_cycles=args.num_cycles, cycle_decay=args.cycle_decay, lr_epoch_stair=args.lr_epoch_stair)
     optimizer = create_optimizer(
         net, opt=args.opt, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
-        nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter, eps=args.eps)
-    loss_fn = create_loss(args.loss, label_smoothing=args.label_smoothing)
+        nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter, eps=args.eps,
+        layer_decay=args.layer_decay)
+    loss_fn = create_loss(args.loss, label_smoothing=args.label_smoothing, reduction=args.reduction,
+                          aug_splits=args.aug_splits)
     train_step = TrainStep(
-        net, loss_fn, optimizer, amp_level=args.amp_level, loss_scale_type=args.loss_scale_type,
+        net, loss_fn, optimizer, amp_level=args.amp_level, amp_cast_list=args.amp_cast_list,
+        loss_scale_type=args.loss_scale_type,
         loss_scale=args.loss_scale, drop_overflow_update=args.drop_overflow_update, clip_grad=args.clip_grad,
         clip_value=args.clip_value, accumulation_steps=int(args.gradient_accumulation_steps), ema=args.ema,
         ema_decay=args.ema_decay)
@@ -114,11 +132,13 @@ def _restore(path, args, train_step, class_names, logger):
                         f"{len(class_names)} of --data_dir ({_preview(diff) or 'one list is longer'}; checkpoint "
                         "vs data). Resume with the data set the run was started on.")
     params = {p.name: p for p in train_step.get_parameters()}
-    state = [n for n in params if n not in _SCHEDULE_PARAMETERS]
+    # the learning-rate schedule (one array, or one per group with layer_decay) is rebuilt from the config
+    state = [n for n in params if not is_schedule_parameter(n)]
     missing = [n for n in state if n not in entries]
     # scalars such as global_step may come back as shape () for a (1,) parameter: same size is fine
     shape_bad = [n for n in state if n in entries and np.size(entries[n]) != int(np.prod(params[n].shape))]
-    unexpected = [n for n, v in entries.items() if n not in params and not is_meta_entry(n, v)]
+    unexpected = [n for n, v in entries.items()
+                  if n not in params and not is_meta_entry(n, v) and not is_schedule_parameter(n)]
     if missing or shape_bad or unexpected:
         raise UserError(f"cannot resume from {path}: it does not match this run's model/optimizer "
                         f"({len(missing)} missing, e.g. {missing[:3]}; {len(shape_bad)} of another shape, "
@@ -127,8 +147,8 @@ def _restore(path, args, train_step, class_names, logger):
     values = {n: np.reshape(entries[n], params[n].shape).astype(entries[n].dtype) for n in state}
     ms.load_param_into_net(train_step, {n: ms.Parameter(ms.Tensor(v), name=n) for n, v in values.items()},
                            strict_load=True)
-    for name in _SCHEDULE_PARAMETERS:
-        if name in params and name in entries:
+    for name in [n for n in params if is_schedule_parameter(n)]:
+        if name in entries:
             stored, now = np.asarray(entries[name]).reshape(-1), params[name].asnumpy().reshape(-1)
             if stored.shape != now.shape or not np.array_equal(stored, now):
                 logger.info("the learning-rate schedule of this config (%d steps) differs from the one stored in "
@@ -172,9 +192,12 @@ def _start_or_resume(args, manager, train_step, class_names, world, logger):
 
 
 # ---------------------------------------------------------------------------------- one epoch
-def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process):
-    """One pass over ``train_data``; returns the epoch's row of metrics (train part)."""
+def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process, guard,
+                 summary):
+    """One pass over ``train_data``; returns the epoch's row of metrics (train part). ``guard`` (an
+    ``OverflowGuard``) decides about overflowing steps; ``summary`` gets the log-interval figures."""
     steps_per_epoch = train_data.steps_per_epoch
+    guard.start_epoch()
     progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epoch_size}", enabled=main_process)
     epoch_start = time.time()
     loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
@@ -186,18 +209,11 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
         epoch_wait += waited
         loss, overflow, scale = train_step(images, labels)
         loss_value = float(loss.asnumpy())
-        if bool(overflow.asnumpy()):
-            if args.loss_scale_type != "dynamic":
-                raise UserError(
-                    f"the loss became {loss_value} (NaN/Inf) at epoch {epoch + 1}, step {step_in_epoch + 1}; "
-                    f"training stopped and the last good checkpoint in {args.ckpt_save_dir} is kept. Lower --lr, "
-                    "enable --clip_grad, or use --loss_scale_type dynamic with AMP.")
-            logger.warning("overflow at epoch %d step %d: update skipped, loss scale now %g",
-                           epoch + 1, step_in_epoch + 1, float(scale.asnumpy()))
-        else:
+        scale_value = float(scale.asnumpy())
+        if not guard.step(bool(overflow.asnumpy()), loss_value, scale_value, epoch + 1, step_in_epoch + 1):
             loss_sum += loss_value
             loss_count += 1
-        window_images += images.shape[0] * world
+        window_images += images.shape[0] // max(1, args.aug_splits) * world  # images, not their aug_splits copies
         global_step = epoch * steps_per_epoch + step_in_epoch
         progress.update(f"loss {loss_value:.4f} lr {lr[global_step]:.5f}")
         if (step_in_epoch + 1) % args.log_interval == 0 or step_in_epoch + 1 == steps_per_epoch:
@@ -208,9 +224,12 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
                     f"loss {loss_value:.4f} lr {lr[global_step]:.6f} {window_images / elapsed:.1f} img/s "
                     f"({world} rank(s){loader_note}; waiting for data {100 * loader_share:.0f}% of the time)")
             (logger.debug if progress.active else logger.info)(line)
+            summary.log_step(global_step + 1, loss_value, float(lr[global_step]), scale_value,
+                             window_images / elapsed, 100 * loader_share)
             window_start, window_images, wait_time = time.time(), 0, 0.0
         t_fetch = time.time()
     progress.close()
+    overflowed = guard.end_epoch(epoch + 1)
     epoch_time = time.time() - epoch_start
     skipped = train_data.take_skipped_count()
     if skipped:
@@ -222,7 +241,7 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
             "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1, len(lr) - 1)]),
             "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
             "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
-            "skipped_images": skipped}
+            "skipped_images": skipped, "overflow_steps": overflowed}
 
 
 def _validate(net, val_data, ema, epoch, logger):
@@ -286,6 +305,8 @@ def _train(args, dist, save_dir):
         if kept:
             logger.info("the earlier config.yaml differs from this run's: kept as %s", kept)
 
+    for note in _startup_notes(args):
+        logger.info(note)
     if args.dataset_sink_mode:
         logger.info("dataset_sink_mode: not used; batches are fed one step at a time (MindSpore has no sink "
                     "mode on CPU, and this trainer does not implement it for GPU / Ascend: results are the "
@@ -300,42 +321,64 @@ def _train(args, dist, save_dir):
         logger.info("data pipeline alone: %.0f img/s (%d rank(s), %d worker(s) each; measured before training)",
                     loader_rate, world, args.num_parallel_workers)
 
-    for epoch in range(start_epoch, args.epoch_size):
-        train_data = data_setup.build_train(args, dist, epoch=epoch)  # seeded per epoch (resume)
-        row = _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process)
+    guard = OverflowGuard(args.amp_level, args.max_consecutive_overflows, args.ckpt_save_dir, logger)
+    summary = TrainingSummary(args.summary_dir, enabled=main_process and bool(args.summary_dir),
+                              resume_step=start_epoch * steps_per_epoch if resumed else None)
+    try:
+        for epoch in range(start_epoch, args.epoch_size):
+            train_data = data_setup.build_train(args, dist, epoch=epoch)  # seeded per epoch (resume)
+            row = _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, logger, main_process,
+                               guard, summary)
 
-        # one model on every rank for validation and the checkpoint: BN statistics averaged over ranks
-        average_batch_norm_statistics(net)
-        if world > 1:
-            divergence = parameters_divergence(net)  # 0 unless the gradient all-reduce is broken
-            (logger.warning if divergence > 0 else logger.info)(
-                "epoch %d: largest weight difference between ranks %.3g", epoch + 1, divergence)
-        is_last = epoch + 1 == args.epoch_size
-        metrics = None
-        if val_data is not None and ((epoch + 1) % args.val_interval == 0 or is_last):
-            metrics = _validate(net, val_data, ema, epoch, logger)
-            row.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
-        logger.info("epoch %d/%d done in %.1f s: train loss %.4f, %.1f img/s, waiting for data %.0f%% of the time",
-                    epoch + 1, args.epoch_size, row["epoch_time_s"], row["train_loss"], row["train_img_per_s"],
-                    row["data_wait_pct"])
-        records.add(row)
+            # one model on every rank for validation and the checkpoint: BN statistics averaged over ranks
+            average_batch_norm_statistics(net)
+            if world > 1:
+                divergence = parameters_divergence(net)  # 0 unless the gradient all-reduce is broken
+                (logger.warning if divergence > 0 else logger.info)(
+                    "epoch %d: largest weight difference between ranks %.3g", epoch + 1, divergence)
+            is_last = epoch + 1 == args.epoch_size
+            metrics = None
+            if val_data is not None and ((epoch + 1) % args.val_interval == 0 or is_last):
+                metrics = _validate(net, val_data, ema, epoch, logger)
+                row.update(val_top1=metrics["top1"], val_top5=metrics["top5"], val_loss=metrics["loss"])
+            logger.info("epoch %d/%d done in %.1f s: train loss %.4f, %.1f img/s, waiting for data %.0f%% of the time",
+                        epoch + 1, args.epoch_size, row["epoch_time_s"], row["train_loss"], row["train_img_per_s"],
+                        row["data_wait_pct"])
+            records.add(row)
+            summary.log_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, row)
 
-        top1 = metrics["top1"] if metrics else None
-        new_best = top1 is not None and top1 > best_top1
-        if new_best:
-            best_top1 = top1
-        meta = {"epoch": epoch + 1, "steps_done": (epoch + 1) * steps_per_epoch, "model": args.model,
-                "num_classes": num_classes, "in_channels": args.in_channels, "best_top1": best_top1,
-                "class_names": class_names}
-        path, best = manager.save(train_step, epoch + 1, steps_per_epoch, meta, metric=top1, new_best=new_best,
-                                  epoch_checkpoint=(epoch + 1) % args.ckpt_save_interval == 0 or is_last)
-        if best:
-            logger.info("new best val top-1 %.2f%%: saved %s", 100 * top1, best)
-        if path:
-            logger.info("saved %s", path)
+            top1 = metrics["top1"] if metrics else None
+            new_best = top1 is not None and top1 > best_top1
+            if new_best:
+                best_top1 = top1
+            meta = {"epoch": epoch + 1, "steps_done": (epoch + 1) * steps_per_epoch, "model": args.model,
+                    "num_classes": num_classes, "in_channels": args.in_channels, "best_top1": best_top1,
+                    "class_names": class_names}
+            path, best = manager.save(train_step, epoch + 1, steps_per_epoch, meta, metric=top1, new_best=new_best,
+                                      epoch_checkpoint=(epoch + 1) % args.ckpt_save_interval == 0 or is_last)
+            if best:
+                logger.info("new best val top-1 %.2f%%: saved %s", 100 * top1, best)
+            if path:
+                logger.info("saved %s", path)
+    finally:
+        summary.close()
 
     if main_process:
         plot = records.plot(os.path.join(save_dir, "curves.png"))
         if plot:
             logger.info("curves plotted in %s", plot)
     return {"best_top1": best_top1 if best_top1 >= 0 else None, "epochs": args.epoch_size}
+
+
+def _startup_notes(args):
+    """One line each about keys whose effect a user may not expect."""
+    notes = []
+    drop_note = overflow.startup_note(args)
+    if drop_note:
+        notes.append(drop_note)
+    if args.amp_cast_list and args.amp_level in ("O0", "O3"):
+        notes.append(f"amp_cast_list has no effect at amp_level {args.amp_level} (as in MindCV): O1 and O2 use it")
+    if args.val_while_train and args.val_amp_level != args.amp_level:
+        notes.append(f"val_amp_level {args.val_amp_level} is validate.py's; validation inside train.py runs the "
+                     f"training network at amp_level {args.amp_level} (as in MindCV)")
+    return notes

@@ -22,7 +22,6 @@ import os
 
 from ..checkpoint import PYTORCH_SUFFIXES, read_checkpoint, read_checkpoint_meta
 from ..cli.config import get_defaults
-from ..data.dataset import check_data_dir
 from ..errors import UserError
 from ..models import is_model
 from ..models.factory import check_model_name, create_model
@@ -34,6 +33,7 @@ from .compare import TIE_RTOL, evaluate_together
 from .evaluate import evaluate
 from .run_log import Progress, setup_logging
 from .runtime import setup_runtime
+from .train_step import apply_amp
 
 # config keys an exported file's metadata supplies unless the run sets them
 FILE_KEYS = ("model", "image_resize", "in_channels", "crop_pct", "interpolation", "mean", "std")
@@ -86,7 +86,7 @@ def check_inputs(args):
         check_deployed_path(mindir_path, "--mindir_path")
     if args.ckpt_path or args.pretrained:
         check_model_name(args.model)
-    check_data_dir(args.dataset, args.data_dir, args.val_split)
+    data_setup.check_data_dirs(args, [args.val_split])
 
 
 def _file_settings(model):
@@ -239,7 +239,12 @@ def validate(args, given_keys=None):
             # load_model_weights logs its own "loaded N parameters from ..." line
             load_model_weights(net, args.ckpt_path, strict=True, num_classes=num_classes,
                                in_channels=args.in_channels, use_ema=bool(args.ema))
-        eval_net = optimize_for_inference(net)
+        if args.val_amp_level == "O0":
+            eval_net = optimize_for_inference(net)
+        else:  # MindCV's val_amp_level: the plain network under mixed precision, float32 logits
+            net.set_train(False)
+            eval_net = apply_amp(net, args.val_amp_level)
+            logger.info("evaluating at val_amp_level %s", args.val_amp_level)
 
     progress = Progress(val_data.steps_per_epoch, "validate", enabled=dist.rank == 0)
     if deployed:

@@ -107,8 +107,13 @@ def test_epoch_where_every_step_overflowed_logs_nan(overflow):
 
     from mindcv_res2net.engine.trainer import _train_epoch
 
-    args = types.SimpleNamespace(epoch_size=1, loss_scale_type="dynamic", log_interval=10, batch_size=2,
+    args = types.SimpleNamespace(epoch_size=1, loss_scale_type="dynamic", log_interval=10, batch_size=2, aug_splits=0,
                                  ckpt_save_dir="ck")
-    row = _train_epoch(args, 0, _Data(), _fake_step(overflow), np.full(3, 0.1, np.float32), 1, None,
-                       logging.getLogger("test"), main_process=False)
+    from mindcv_res2net.engine.overflow import OverflowGuard
+    from mindcv_res2net.engine.summary import TrainingSummary
+
+    logger = logging.getLogger("test")
+    row = _train_epoch(args, 0, _Data(), _fake_step(overflow), np.full(3, 0.1, np.float32), 1, None, logger,
+                       main_process=False, guard=OverflowGuard("O2", 100, "ck", logger),
+                       summary=TrainingSummary(None, enabled=False))
     assert math.isnan(row["train_loss"]) if overflow else row["train_loss"] == 1.5
