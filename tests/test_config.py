@@ -162,7 +162,7 @@ def test_yaml_numbers_written_as_text_are_numbers(tmp_path):
     (["--opt", "sgdd"], "opt", "sgdd", ["momentum", "lamb", "lion"]),
     (["--amp_level", "O5"], "amp_level", "O5", ["O0", "O3"]),
     (["--scheduler", "cosine"], "scheduler", "cosine", ["cosine_decay", "one_cycle"]),
-    (["--dataset", "cifar10"], "dataset", "cifar10", ["fashion_mnist", "imagenet"]),
+    (["--dataset", "svhn"], "dataset", "svhn", ["fashion_mnist", "imagenet"]),
     (["--mode", "2"], "mode", "2", ["0", "1"]),
     (["--ckpt_save_policy", "best"], "ckpt_save_policy", "best", ["top_k", "latest_k"]),
 ])

@@ -76,7 +76,8 @@ def _fake_run(summary, rng, steps_per_epoch, epochs, log_interval, start_epoch=0
         row = {"epoch": epoch + 1, "train_loss": float(rng.uniform(0.5, 3)), "lr": float(rng.uniform(0, 0.1)),
                "epoch_time_s": float(rng.uniform(1, 100)), "train_img_per_s": float(rng.uniform(10, 5000)),
                "loader_img_per_s": float(rng.uniform(10, 5000)), "data_wait_pct": float(rng.uniform(0, 100)),
-               "skipped_images": int(rng.integers(0, 3)), "val_top1": "", "val_top5": "", "val_loss": ""}
+               "skipped_images": int(rng.integers(0, 3)), "overflow_steps": int(rng.integers(0, 3)),
+               "val_top1": "", "val_top5": "", "val_loss": ""}
         if (epoch + 1) % validate_every == 0:
             row.update(val_top1=float(rng.uniform(0, 1)), val_top5=float(rng.uniform(0, 1)),
                        val_loss=float(rng.uniform(0, 3)))
