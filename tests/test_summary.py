@@ -240,7 +240,7 @@ def _metrics(path):
 def test_train_py_summary_matches_metrics_csv_and_resume_continues(fashion_mnist_subset, tmp_path):
     data = fashion_mnist_subset(96)
     save, tb = tmp_path / "ckpt", tmp_path / "tb"
-    common = ["-c", DEMO, "--data_dir", data, "--mode", 0, "--batch_size", 32, "--num_samples", 96,
+    common = ["-c", DEMO, "--data_dir", data, "--mode", 1, "--batch_size", 32, "--num_samples", 96,
               "--val_interval", 1, "--log_interval", 2, "--num_parallel_workers", 1, "--warmup_epochs", 0,
               "--decay_epochs", 3, "--epoch_size", 3, "--ckpt_save_dir", save, "--summary_dir", tb]
     proc = _train(*common)
