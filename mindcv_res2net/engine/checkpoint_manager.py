@@ -43,8 +43,10 @@ INDEX_FORMAT = 2
 LOCK_NAME = ".run.lock"
 
 
-def probe_writable(directory):
-    """Create ``directory`` and prove a file can be written there, before any training starts."""
+def probe_writable(directory, what="checkpoints", key="ckpt_save_dir",
+                   fix="Pass --ckpt_save_dir with a writable directory that has free space."):
+    """Create ``directory`` and prove a file can be written there, before any training starts;
+    else a ``UserError``: "cannot write {what} to {key} {directory}: {reason}. {fix}"."""
     probe = os.path.join(directory, f".write_probe_{os.getpid()}")
     try:
         os.makedirs(directory, exist_ok=True)
@@ -57,8 +59,7 @@ def probe_writable(directory):
             if os.path.exists(probe):
                 os.remove(probe)
     except OSError as exc:
-        raise UserError(f"cannot write checkpoints to ckpt_save_dir {directory!r}: {exc.strerror or exc}. "
-                        "Pass --ckpt_save_dir with a writable directory that has free space.") from None
+        raise UserError(f"cannot write {what} to {key} {directory!r}: {exc.strerror or exc}. {fix}") from None
 
 
 class RunLock:

@@ -24,21 +24,35 @@ _adamw_update = ops.MultitypeFuncGraph("adamw_update")
 _lion_update = ops.MultitypeFuncGraph("lion_update")
 
 
+def _moments(beta1, beta2, m, v, g32):
+    """Adam's new first and second moments."""
+    return beta1 * m + (1.0 - beta1) * g32, beta2 * v + (1.0 - beta2) * ops.square(g32)
+
+
+def _adam_direction(beta1, beta2, eps, bc1, bc2, weight_decay, p32, m, v, g32, decay_flag):
+    """The new moments and the direction m_hat / (sqrt(v_hat) + eps) (+ wd * p: decoupled decay)."""
+    m_new, v_new = _moments(beta1, beta2, m, v, g32)
+    update = (m_new / bc1) / (ops.sqrt(v_new / bc2) + eps)
+    if decay_flag:
+        update = update + weight_decay * p32
+    return m_new, v_new, update
+
+
+def _write_back(param, p_new, m, m_new, v, v_new):
+    """Assign the new moments, then the new weights (in the parameter's dtype)."""
+    ok = ops.assign(m, m_new)
+    ok = ops.depend(ok, ops.assign(v, v_new))
+    return ops.depend(ops.assign(param, p_new.astype(param.dtype)), ok)
+
+
 @_adamw_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor",
                         "Tensor", "Tensor", "Tensor", "Tensor", "Bool")
 def _adamw_one(beta1, beta2, eps, bc1, bc2, lr, weight_decay, param, m, v, grad, decay_flag):
     """m, v <- moments; p <- p - lr * (m_hat / (sqrt(v_hat) + eps) + wd * p)."""
     p32 = param.astype(ms.float32)
-    g32 = grad.astype(ms.float32)
-    m_new = beta1 * m + (1.0 - beta1) * g32
-    v_new = beta2 * v + (1.0 - beta2) * ops.square(g32)
-    update = (m_new / bc1) / (ops.sqrt(v_new / bc2) + eps)
-    if decay_flag:
-        update = update + weight_decay * p32
-    p_new = p32 - lr * update
-    ok = ops.assign(m, m_new)
-    ok = ops.depend(ok, ops.assign(v, v_new))
-    return ops.depend(ops.assign(param, p_new.astype(param.dtype)), ok)
+    m_new, v_new, update = _adam_direction(beta1, beta2, eps, bc1, bc2, weight_decay, p32, m, v,
+                                           grad.astype(ms.float32), decay_flag)
+    return _write_back(param, p32 - lr * update, m, m_new, v, v_new)
 
 
 @_lion_update.register("Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Tensor", "Bool")
@@ -62,20 +76,13 @@ _lamb_update = ops.MultitypeFuncGraph("lamb_update")
 def _lamb_one(beta1, beta2, eps, bc1, bc2, lr, weight_decay, param, m, v, grad, decay_flag):
     """Adam direction r (+ wd * p), scaled by the trust ratio ||p|| / ||r|| (1 if either is 0)."""
     p32 = param.astype(ms.float32)
-    g32 = grad.astype(ms.float32)
-    m_new = beta1 * m + (1.0 - beta1) * g32
-    v_new = beta2 * v + (1.0 - beta2) * ops.square(g32)
-    update = (m_new / bc1) / (ops.sqrt(v_new / bc2) + eps)
-    if decay_flag:
-        update = update + weight_decay * p32
+    m_new, v_new, update = _adam_direction(beta1, beta2, eps, bc1, bc2, weight_decay, p32, m, v,
+                                           grad.astype(ms.float32), decay_flag)
     w_norm = ops.sqrt(ops.square(p32).sum())
     u_norm = ops.sqrt(ops.square(update).sum())
     both = ops.logical_and(w_norm > 0.0, u_norm > 0.0)
     trust = ops.select(both, w_norm / ops.maximum(u_norm, 1e-30), ops.ones_like(w_norm))
-    p_new = p32 - lr * trust * update
-    ok = ops.assign(m, m_new)
-    ok = ops.depend(ok, ops.assign(v, v_new))
-    return ops.depend(ops.assign(param, p_new.astype(param.dtype)), ok)
+    return _write_back(param, p32 - lr * trust * update, m, m_new, v, v_new)
 
 
 _adamw_fused = ops.MultitypeFuncGraph("adamw_fused")
@@ -284,13 +291,9 @@ def _nadam_one(beta1, beta2, eps, c_m, c_g, bc2, lr, weight_decay, param, m, v, 
     g32 = grad.astype(ms.float32)
     if decay_flag:
         g32 = g32 + weight_decay * p32
-    m_new = beta1 * m + (1.0 - beta1) * g32
-    v_new = beta2 * v + (1.0 - beta2) * ops.square(g32)
+    m_new, v_new = _moments(beta1, beta2, m, v, g32)
     m_bar = c_m * m_new + c_g * g32
-    p_new = p32 - lr * m_bar / (eps + ops.sqrt(v_new / bc2))
-    ok = ops.assign(m, m_new)
-    ok = ops.depend(ok, ops.assign(v, v_new))
-    return ops.depend(ops.assign(param, p_new.astype(param.dtype)), ok)
+    return _write_back(param, p32 - lr * m_bar / (eps + ops.sqrt(v_new / bc2)), m, m_new, v, v_new)
 
 
 class NAdam(_CustomOptimizer):

@@ -46,10 +46,10 @@ Every call writes its event synchronously and flushes it: a few small writes per
 """
 import os
 import sys
-import tempfile
 import time
 
 from ..errors import UserError
+from .checkpoint_manager import probe_writable
 
 INSTALL_HINT = 'pip install tensorboardX (in a checkout: .venv/bin/pip install -e ".[tensorboard]")'
 
@@ -90,18 +90,6 @@ def _tensorboardx():
         if hide_torch and "torch" in sys.modules and sys.modules["torch"] is None:
             del sys.modules["torch"]
     return EventsWriter, Event, SessionLog, Summary
-
-
-def _check_writable(directory):
-    try:
-        os.makedirs(directory, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".write_probe_", dir=directory)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as exc:
-        raise UserError(f"cannot write TensorBoard event files to summary_dir {directory!r}: "
-                        f"{exc.strerror or exc}. Pass --summary_dir with a folder you can write to, "
-                        "or drop --summary_dir.") from None
 
 
 def _event_files(directory):
@@ -184,7 +172,8 @@ class TrainingSummary:
         if resume_step is not None and int(resume_step) < 0:
             raise ValueError(f"resume_step must be >= 0, got {resume_step}")
         events_writer, self._event, session_log, self._summary = _tensorboardx()
-        _check_writable(summary_dir)
+        probe_writable(summary_dir, "TensorBoard event files", "summary_dir",
+                       "Pass --summary_dir with a folder you can write to, or drop --summary_dir.")
         if resume_step is None:
             self.moved_aside = _move_earlier_run_aside(summary_dir)
         else:
