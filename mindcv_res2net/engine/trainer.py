@@ -25,11 +25,10 @@ from ..models.factory import check_model_name, create_model
 from ..weights import load_model_weights
 from . import data_setup
 from .checkpoint_manager import CheckpointManager, RunLock, probe_writable
-from . import overflow
 from .evaluate import evaluate
 from .loss import create_loss
 from .optimizer import create_optimizer, is_schedule_parameter, set_global_step
-from .overflow import OverflowGuard
+from .overflow import OverflowGuard, startup_note
 from .run_log import EpochRecords, Progress, keep_previous_version, setup_logging
 from .runtime import setup_runtime
 from .scheduler import create_scheduler
@@ -373,7 +372,7 @@ def _train(args, dist, save_dir):
 def _startup_notes(args):
     """One line each about keys whose effect a user may not expect."""
     notes = []
-    drop_note = overflow.startup_note(args)
+    drop_note = startup_note(args)
     if drop_note:
         notes.append(drop_note)
     if args.amp_cast_list and args.amp_level in ("O0", "O3"):
