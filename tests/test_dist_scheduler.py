@@ -90,6 +90,9 @@ def test_supervisor_ends_the_scheduler_as_rank0_ends():
     # rank 0 ends normally: the scheduler gets the grace period, then is stopped (status 0)
     rc, out, _ = _supervise(["sleep", "60"], 0.5, stdin_data=b"BYE\n")
     assert rc == 0 and "supervisor: grace period over after rank 0 ended; scheduler stopped" in out, out
+    # every rank passed the end-of-run barrier: the scheduler is stopped at once (status 0)
+    rc, out, secs = _supervise(["sleep", "60"], 30, stdin_data=b"END\n")
+    assert rc == 0 and "supervisor: every rank finished; scheduler stopped" in out and secs < 30, out
     # rank 0 dies (its pipe closes): the scheduler is killed at once (status 1)
     rc, out, secs = _supervise(["sleep", "60"], 30, close_stdin=True)
     assert rc == 1 and "supervisor: rank 0 died (pipe closed); scheduler killed" in out and secs < 30, out

@@ -7,11 +7,13 @@ error style).
 
 Every entry script does ``run_main(main)``. A ``UserError`` (or a missing file) prints
 ``error: <message>`` on stderr and exits 2 with no traceback; ``--debug`` on the command line
-(or ``MINDCV_RES2NET_DEBUG=1``) re-raises so the traceback shows.
+(or ``MINDCV_RES2NET_DEBUG=1``) re-raises so the traceback shows. A normal end goes through
+``distributed.end_process``: under mpirun every rank waits for the others, then leaves.
 """
 import os
 import sys
 
+from ..distributed.watchdog import end_process
 from ..errors import UserError
 from .options import debug_requested
 
@@ -33,4 +35,4 @@ def run_main(main, argv=None):
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    sys.exit(code or 0)
+    end_process(code or 0)

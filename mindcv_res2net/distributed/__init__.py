@@ -13,7 +13,8 @@ Modules (dependencies point down the list; nothing here imports MindSpore at mod
 * ``mpi_bridge``: the mpirun -> MindSpore bridge (mpi4py), which starts MindSpore's scheduler.
 * ``scheduler``: the scheduler's supervisor, run by rank 0 as
   ``python -m mindcv_res2net.distributed.scheduler --parent PID``.
-* ``watchdog``: the TCP star around rank 0 and the ABORT protocol; ``shutdown``.
+* ``watchdog``: the TCP star around rank 0 and the ABORT protocol; ``end_process`` (the
+  end-of-run barrier under mpirun), ``shutdown``.
 * ``collectives``: ``all_reduce_sum``, ``barrier``, ``broadcast_object``, ``broadcast_parameters``,
   ``average_batch_norm_statistics``, ``parameters_divergence``.
 * ``device``: ``resolve_device_target`` and MindSpore's device / parallel-mode / ``init`` calls.
@@ -31,12 +32,12 @@ from .collectives import (all_reduce_sum, average_batch_norm_statistics, barrier
 from .device import resolve_device_target
 from .launch import LAUNCHERS, detect_launcher, get_dist_info, init_distributed, is_main_process, parse_distribute
 from .state import CLUSTER_ENV_DEFAULTS, WATCHDOG_EXIT_CODE, DistInfo, DistributedError
-from .watchdog import shutdown
+from .watchdog import end_process, shutdown
 
 __all__ = [
     "DistInfo", "DistributedError", "LAUNCHERS", "CLUSTER_ENV_DEFAULTS",
     "detect_launcher", "parse_distribute", "resolve_device_target", "init_distributed",
     "get_dist_info", "is_main_process", "all_reduce_sum", "barrier", "broadcast_object",
-    "broadcast_parameters", "average_batch_norm_statistics", "parameters_divergence", "shutdown",
+    "broadcast_parameters", "average_batch_norm_statistics", "parameters_divergence", "shutdown", "end_process",
     "WATCHDOG_EXIT_CODE",
 ]

@@ -436,15 +436,22 @@ class _MpiBridge(Watchdog):
             except OSError:
                 pass
 
-    def _release_scheduler(self):
+    def _tell_scheduler(self, word):
+        """Write ``word`` to the supervisor's stdin, then close it (rank 0's last word to it)."""
         proc = self.sched_proc
         if proc is not None and proc.stdin is not None:
             try:
-                proc.stdin.write(b"BYE\n")
+                proc.stdin.write(word + b"\n")
                 proc.stdin.flush()
                 proc.stdin.close()
             except OSError:
                 pass
+
+    def _release_scheduler(self):
+        self._tell_scheduler(b"BYE")
+
+    def _stop_scheduler(self):
+        self._tell_scheduler(b"END")
 
     def _scheduler_failure(self):
         proc = self.sched_proc

@@ -9,9 +9,11 @@ watches both sides:
 
 * rank 0 dies (the pipe reaches end of file, or this process is re-parented away from
   ``--parent``): the scheduler is killed at once, exit status 1;
-* rank 0 ends normally (it writes ``BYE``): the scheduler gets ``--grace`` seconds
-  (default ``$MINDCV_RES2NET_SCHED_GRACE``, else 60) to let the other ranks unregister, then is
-  stopped (exit status 0);
+* every rank ended normally (rank 0 writes ``END`` after the end-of-run barrier, see
+  ``watchdog.end_process``): the scheduler is stopped at once, exit status 0;
+* rank 0 ends normally without that barrier (it writes ``BYE``): the scheduler gets ``--grace``
+  seconds (default ``$MINDCV_RES2NET_SCHED_GRACE``, else 60) to let the other ranks unregister,
+  then is stopped (exit status 0);
 * the scheduler exits by itself: exit status 0 when it ended with 0, else 1.
 
 The scheduler child also asks the kernel to kill it if the supervisor dies (PR_SET_PDEATHSIG).
@@ -130,6 +132,8 @@ def supervise(pid, parent, grace, stdin_fd=0):
         ready = select.select([stdin_fd], [], [], 0.5)[0]
         if ready:
             data = os.read(stdin_fd, 64)
+            if b"END" in data:
+                _stop(pid, 0, "every rank finished; scheduler stopped")
             if b"BYE" in data:
                 bye, deadline = True, time.monotonic() + grace
             elif not data:

@@ -14,7 +14,16 @@ One line per message on a connection:
 * rank 0 -> rank N: ``ABORT <failed rank or -> <what failed>`` (exit with status 1), ``BYE``.
 
 A connection that closes without ``BYE`` means the process on the other side died.
+
+The normal end of a run (``end_process(0)``, which every entry script reaches through
+``run_main``) is a barrier: rank N says ``BYE`` and waits for rank 0's ``BYE``; rank 0 waits
+for every rank's ``BYE``, answers, stops the scheduler and every rank leaves with ``os._exit``
+after flushing its output. MindSpore's own clean-up at interpreter exit is skipped: in
+MindSpore 2.8 it stops the CPU collective node's TCP threads racily, and a rank whose work was
+complete could end with a segmentation fault (status 139) instead of 0. Under msrun (MindSpore's
+own scheduler, which waits for every worker to unregister) the normal exit is kept.
 """
+import logging
 import os
 import select
 import socket
@@ -69,6 +78,7 @@ class Watchdog:
         self.upstream = None     # rank > 0: socket to rank 0
         self.closing = False
         self.self_failed = False
+        self.released = threading.Event()  # rank > 0: rank 0 said BYE
         self.lock = threading.Lock()
         self.thread = None
 
@@ -82,6 +92,9 @@ class Watchdog:
 
     def _release_scheduler(self):
         """Tell rank 0's child process that rank 0 ended normally."""
+
+    def _stop_scheduler(self):
+        """Tell rank 0's child process that every rank ended normally: stop now."""
 
     # ---- set-up (called while MPI is still up) ----
     def listen(self, addresses):
@@ -252,6 +265,7 @@ class Watchdog:
                 line, buf = buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 if text.startswith("BYE"):
+                    self.released.set()
                     return
                 if text.startswith("ABORT"):
                     parts = text.split(" ", 2)
@@ -300,6 +314,62 @@ class Watchdog:
         elif self.upstream is not None:
             if _send(self.upstream, b"BYE\n"):
                 self.upstream.close()
+
+
+    def finish(self):
+        """Normal end of this rank, once its work is complete: return when every rank has ended
+        normally (a rank that dies or fails meanwhile aborts the job as before)."""
+        if self.rank == 0:
+            self._wait_for_peers()
+            with self.lock:
+                if self.closing:
+                    return
+                self.closing = True
+            for sock in self.peers.values():
+                if _send(sock, b"BYE\n"):
+                    sock.close()
+            self._close_listeners()
+            self._stop_scheduler()
+        elif self.upstream is not None:
+            _send(self.upstream, b"BYE\n")
+            while not self.released.wait(1.0):
+                if self.thread is None or not self.thread.is_alive():
+                    break
+            with self.lock:
+                self.closing = True
+            self.upstream.close()
+
+    def _wait_for_peers(self):
+        """Rank 0: until every other rank has said BYE (the watchdog thread collects them)."""
+        start, told = time.monotonic(), False
+        while not set(range(1, self.size)) <= self.peer_bye:
+            if self.thread is None or not self.thread.is_alive():
+                return
+            if not told and time.monotonic() - start > 60:
+                missing = sorted(set(range(1, self.size)) - self.peer_bye)
+                say(f"rank 0: finished; waiting for rank(s) {', '.join(map(str, missing))} to finish")
+                told = True
+            time.sleep(0.05)
+
+
+def end_process(code=0):
+    """End this process with exit status ``code``; never returns.
+
+    Under mpirun, a normal end (``code`` 0) waits for every rank to end (``Watchdog.finish``),
+    flushes the logs and output, and leaves with ``os._exit(0)`` (see the module docstring for
+    why). Any other status, or any other launcher, is ``sys.exit(code)``.
+    """
+    bridge = STATE.get("bridge")
+    if bridge is None or code:
+        sys.exit(code)
+    bridge.finish()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 def shutdown():

@@ -299,6 +299,7 @@ def main():
     if info.rank == args.linger_rank:
         time.sleep(args.linger_s)
     print(f"rank {info.rank} finished at {time.time():.2f}", flush=True)
+    dist.end_process(0)  # as every entry script ends (run_main)
 
 
 if __name__ == "__main__":
