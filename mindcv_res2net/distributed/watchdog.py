@@ -315,7 +315,6 @@ class Watchdog:
             if _send(self.upstream, b"BYE\n"):
                 self.upstream.close()
 
-
     def finish(self):
         """Normal end of this rank, once its work is complete: return when every rank has ended
         normally (a rank that dies or fails meanwhile aborts the job as before)."""
