@@ -306,14 +306,18 @@ class Watchdog:
                 return
             self.closing = True
         if self.rank == 0:
-            for sock in self.peers.values():
-                if _send(sock, b"BYE\n"):
-                    sock.close()
-            self._close_listeners()
+            self._bye_to_peers()
             self._release_scheduler()
         elif self.upstream is not None:
             if _send(self.upstream, b"BYE\n"):
                 self.upstream.close()
+
+    def _bye_to_peers(self):
+        """Rank 0: BYE on every peer connection, then close them and the listeners."""
+        for sock in self.peers.values():
+            if _send(sock, b"BYE\n"):
+                sock.close()
+        self._close_listeners()
 
     def finish(self):
         """Normal end of this rank, once its work is complete: return when every rank has ended
@@ -324,10 +328,7 @@ class Watchdog:
                 if self.closing:
                     return
                 self.closing = True
-            for sock in self.peers.values():
-                if _send(sock, b"BYE\n"):
-                    sock.close()
-            self._close_listeners()
+            self._bye_to_peers()
             self._stop_scheduler()
         elif self.upstream is not None:
             _send(self.upstream, b"BYE\n")
