@@ -30,4 +30,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, joins_cluster=True)

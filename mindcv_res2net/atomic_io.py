@@ -10,26 +10,102 @@ Every file the toolkit keeps (checkpoints, the checkpoint index, ``metrics.csv``
   overwrite each other's staging files: each staging name holds the process id and a random token;
 - a failed write or fsync (``EIO``, ``ENOSPC``) raises and keeps the old file: nothing is renamed
   over it;
-- new files get the permissions the user's umask asks for (``0o666 & ~umask``).
+- new files get the permissions the user's umask asks for (``0o666 & ~umask``);
+- a symbolic link is never written through: a link at the final name is replaced by the new file
+  (``rename`` replaces the link itself), and staging files are created with ``O_EXCL`` and reopened
+  with ``O_NOFOLLOW``.
+
+Staging names are ``.NAME.staging-PID-HOST-TOKEN[SUFFIX]`` (``HOST``: 8 hex digits of the host name's
+SHA-256), so that ``remove_leftover_staging`` can tell the files of killed writers from live ones:
+a file of this host is a leftover when its process is gone; a file of another host (or a name of an
+earlier version, without ``HOST``) when it has not changed for ``LEFTOVER_AGE_S`` (a live writer
+appends to it continuously).
 """
+import errno
+import hashlib
 import os
+import re
+import socket
+import stat
+import time
 import uuid
 
 from .errors import UserError
 
 STAGING_MARK = ".staging-"
+LEFTOVER_AGE_S = 3600
+_STAGING_NAME = re.compile(r"\..+" + re.escape(STAGING_MARK) + r"(\d+)-(?:([0-9a-f]{8})-)?[0-9a-f]{12}(?:\..*)?")
 # what a training run writes: a failed write of one of these is continued with --resume auto
 TRAINING_FILES = ("checkpoint", "checkpoint index", "metrics file", "result log")
+
+
+def host_tag():
+    """8 hex digits naming this host in staging names."""
+    return hashlib.sha256(socket.gethostname().encode("utf-8", "replace")).hexdigest()[:8]
 
 
 def staging_path(path, suffix=""):
     """A unique hidden name beside ``path`` for writing its next version (``suffix`` appended)."""
     directory, base = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{base}{STAGING_MARK}{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+    return os.path.join(directory, f".{base}{STAGING_MARK}{os.getpid()}-{host_tag()}-{uuid.uuid4().hex[:12]}"
+                                   f"{suffix}")
+
+
+def staging_owner(name):
+    """``(pid, host tag)`` of the writer of the staging file ``name`` (host tag None in names written
+    before it was part of them); None for a name that is not a staging name."""
+    m = _STAGING_NAME.fullmatch(os.path.basename(name))
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def is_staging_name(name):
-    return STAGING_MARK in os.path.basename(name)
+    return staging_owner(name) is not None
+
+
+def _process_alive(pid):
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OSError, OverflowError):
+        return False
+    return True
+
+
+def _writer_gone(pid, host, mtime, now):
+    if host == host_tag():
+        return pid != os.getpid() and not _process_alive(pid)
+    return now - mtime > LEFTOVER_AGE_S  # another host's process: its pid says nothing here
+
+
+def remove_leftover_staging(directory):
+    """Remove the staging files in ``directory`` (not its subfolders) whose writer is gone (see the
+    module's rule); only regular files, never a link or a folder. Returns ``(count, bytes freed)``."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return 0, 0
+    count = freed = 0
+    now = time.time()
+    for name in names:
+        owner = staging_owner(name)
+        if owner is None:
+            continue
+        path = os.path.join(directory, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or not _writer_gone(*owner, st.st_mtime, now):
+                continue
+            os.remove(path)
+        except OSError:
+            continue
+        count += 1
+        freed += st.st_size
+    return count, freed
 
 
 def current_umask():
@@ -97,8 +173,14 @@ def commit_staged(staged, path, what="file"):
     """fsync ``staged``, give it the umask's permissions and rename it onto ``path``; on any error
     remove ``staged``, keep ``path`` as it was and raise ``UserError`` naming it."""
     try:
-        os.chmod(staged, default_file_mode())
-        fsync_file(staged)
+        fd = os.open(staged, os.O_RDONLY | os.O_NOFOLLOW)  # a link put in its place is refused (ELOOP)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "the staging file was replaced by something else")
+            os.fchmod(fd, default_file_mode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(staged, path)
     except OSError as exc:
         remove_quietly(staged)

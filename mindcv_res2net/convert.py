@@ -65,31 +65,82 @@ def _read_safetensors(path):
     return _read_safetensors_manually(path)
 
 
+# safetensors dtype -> numpy type (BF16 read as uint16 and widened to float32)
+_SAFETENSORS_DTYPES = {"F64": "f8", "F32": "f4", "F16": "f2", "BF16": "u2", "I64": "i8", "I32": "i4", "I16": "i2",
+                       "I8": "i1", "U8": "u1", "BOOL": "?"}
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the format's limit on the JSON header
+
+
 def _read_safetensors_manually(path):
-    """A minimal safetensors reader (also for BF16, which numpy lacks): header JSON + raw data."""
-    dtypes = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
-              "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+    """A minimal safetensors reader (also for BF16, which numpy lacks): header JSON + raw data.
+
+    The header is checked as the format requires, before any array is made: each tensor's
+    ``data_offsets`` [begin, end] inside the data area with ``end - begin`` = its elements x the dtype's
+    size, and no two tensors sharing bytes; a header that does not fit the file is one ``UserError``."""
+    header, data = _safetensors_header_and_data(path)
+    entries = [_safetensors_entry(path, name, info, len(data))
+               for name, info in header.items() if name != "__metadata__"]
+    spans = sorted((begin, end, name) for name, _, _, begin, end in entries)
+    for (begin1, end1, name1), (begin2, end2, name2) in zip(spans, spans[1:]):
+        if begin2 < end1:
+            raise UserError(f"{path}: tensors {name1} and {name2} overlap (bytes {begin1}..{end1} and "
+                            f"{begin2}..{end2} of the data); in a safetensors file each tensor has its own bytes. "
+                            f"Is it a complete safetensors file?")
+    out = {}
+    view = memoryview(data)
+    for name, dtype, shape, begin, end in entries:
+        arr = np.frombuffer(view[begin:end], dtype=np.dtype(_SAFETENSORS_DTYPES[dtype]).newbyteorder("<"))
+        if dtype == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        out[name] = arr.reshape(shape).copy()
+    return out
+
+
+def _safetensors_header_and_data(path):
+    """The JSON header (a dict) and the data bytes of the safetensors file ``path``."""
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(8)
         if len(head) < 8:
             raise UserError(f"{path} is not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", head)
-        header = json.loads(f.read(length))
-        data = f.read()
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        start, end = info["data_offsets"]
-        buf = data[start:end]
-        if info["dtype"] == "BF16":
-            arr = (np.frombuffer(buf, dtype="<u2").astype(np.uint32) << 16).view(np.float32)
-        elif info["dtype"] in dtypes:
-            arr = np.frombuffer(buf, dtype=np.dtype(dtypes[info["dtype"]]).newbyteorder("<"))
-        else:
-            raise UserError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
-        out[name] = arr.reshape(info["shape"]).copy()
-    return out
+        if length > min(size - 8, _SAFETENSORS_MAX_HEADER):
+            raise UserError(f"{path}: the safetensors header claims {length} bytes, more than the {size - 8} bytes "
+                            f"after its length (or the format's limit of 100 MB). Is it a complete safetensors file?")
+        try:
+            header = json.loads(f.read(length))
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise UserError(f"{path}: the safetensors header is not JSON ({exc}). Is it a complete safetensors "
+                            f"file?") from None
+        if not isinstance(header, dict):
+            raise UserError(f"{path}: the safetensors header is not a JSON object. Is it a safetensors file?")
+        return header, f.read()
+
+
+def _safetensors_entry(path, name, info, data_size):
+    """(name, dtype, shape, begin, end) of one header entry, checked against the ``data_size`` bytes of data."""
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: the header entry of tensor {name} is not a JSON object with dtype, shape and "
+                        f"data_offsets. Is it a complete safetensors file?")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not (isinstance(dtype, str) and dtype in _SAFETENSORS_DTYPES):
+        raise UserError(f"{path}: tensor {name} has unsupported dtype {str(dtype)[:80]}")
+    if not (isinstance(shape, list) and len(shape) <= 32 and all(type(d) is int and d >= 0 for d in shape)):
+        raise UserError(f"{path}: tensor {name} has the shape {str(shape)[:80]}, not a list of at most 32 sizes. "
+                        f"Is it a complete safetensors file?")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+            and 0 <= offsets[0] <= offsets[1]):
+        raise UserError(f"{path}: tensor {name} has the data_offsets {str(offsets)[:80]}, not [begin, end] with "
+                        f"0 <= begin <= end. Is it a complete safetensors file?")
+    begin, end = offsets
+    nbytes = math.prod(shape) * np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize
+    if end - begin != nbytes:
+        raise UserError(f"{path}: tensor {name} of shape {shape} and dtype {dtype} takes {nbytes} bytes, but its "
+                        f"data_offsets {offsets} span {end - begin}. Is it a complete safetensors file?")
+    if end > data_size:
+        raise UserError(f"{path} ends before tensor {name} does (byte {end} of the data, which has {data_size}). Is "
+                        f"it a complete safetensors file?")
+    return name, dtype, shape, begin, end
 
 
 def _read_torch(path):

@@ -12,7 +12,7 @@ Both layouts that ``torch.save`` writes are read:
 The object pickle is read by an unpickler that resolves only a fixed list of names: the tensor
 rebuild functions of ``torch._utils``, the storage classes and dtypes, ``torch.Size``,
 ``torch.device``, ``collections.OrderedDict`` / ``Counter`` and the builtins that pickle protocol 2
-uses for sets, bytes and complex numbers. Each of them is replaced by a small function of this module
+uses for sets, bytes and complex numbers (``pth_unpickler``). Each of them is replaced by a small function
 that builds plain data; no name is ever imported, so no code in the file runs. Any other name (a
 model class, ``os.system`` ...) is refused with ``UserError`` naming the file and the name.
 
@@ -20,9 +20,27 @@ Tensors come back as numpy arrays (contiguous copies, native byte order, the ten
 bfloat16, which numpy lacks, widened exactly to float32); ``torch.Size`` as a tuple, dtypes and devices
 as strings such as ``'torch.float16'`` / ``'cpu'``; dicts, ``OrderedDict``, lists and tuples as they
 were saved.
+
+A crafted file is refused (``UserError`` naming the file) rather than read into memory it does not hold:
+
+- the pickle BUILD instruction (restore an object's attributes) is applied to an ``OrderedDict`` only,
+  as ``torch.load(weights_only=True)`` does for a state dict's ``_metadata``, with a dict of attribute
+  names that hide none of its methods; on a tensor, storage, dtype or replacement function it is
+  refused, so nothing can change a tensor's layout after it was checked (the layout is checked again
+  where the array is cut: non-negative integers, first and last element inside the storage);
+- ``bytearray`` of a size, protocol 5's ``BYTEARRAY8``, tensors of more than 32 dimensions (numpy's
+  limit), and zip records that are compressed (torch.save stores them uncompressed) or claim more
+  bytes than the archive holds;
+- arrays that would take more than ``2 x`` the bytes of the storages read ``+ 64 MiB`` (a state dict
+  takes about what it stores; a stride-0 tensor or thousands of tensors over one storage can take
+  gigabytes from a few bytes; bfloat16 counts at its stored 2 bytes per element);
+- legacy storage views (torch < 0.4) that reach past their storage, tensors that reach past their view,
+  and view keys that name a storage (a view's first reference defines it, as in torch.load);
+- a tensor, dtype or storage used as a dict key or set element (torch would load it; a numpy array
+  cannot be a dict key).
 """
-import collections
 import io
+import math
 import os
 import pickle
 import struct
@@ -31,246 +49,30 @@ import zipfile
 import numpy as np
 
 from .errors import UserError
+from .pth_unpickler import (MAX_DIMS, OUTPUT_FACTOR, OUTPUT_FLOOR, BoundedFile, DType, PendingTensor, Refused,
+                            Unpickler, element_size, kind)
 
 __all__ = ["read_pth"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 _LEGACY_PROTOCOL = 1001
 
-# storage class -> (numpy type code, element size); "bf16" is read as uint16 and widened
-_STORAGE_TYPES = {
-    "DoubleStorage": "f8", "FloatStorage": "f4", "HalfStorage": "f2", "BFloat16Storage": "bf16",
-    "LongStorage": "i8", "IntStorage": "i4", "ShortStorage": "i2", "CharStorage": "i1",
-    "ByteStorage": "u1", "BoolStorage": "b1", "ComplexFloatStorage": "c8", "ComplexDoubleStorage": "c16",
-    "UntypedStorage": "u1",
-}
-# torch dtype name -> numpy type code (None: a dtype numpy cannot hold)
-_DTYPES = {
-    "float64": "f8", "double": "f8", "float32": "f4", "float": "f4", "float16": "f2", "half": "f2",
-    "bfloat16": "bf16", "int64": "i8", "long": "i8", "int32": "i4", "int": "i4", "int16": "i2",
-    "short": "i2", "int8": "i1", "uint8": "u1", "bool": "b1", "uint16": "u2", "uint32": "u4",
-    "uint64": "u8", "complex64": "c8", "cfloat": "c8", "complex128": "c16", "cdouble": "c16",
-    "float8_e4m3fn": None, "float8_e5m2": None, "float8_e4m3fnuz": None, "float8_e5m2fnuz": None,
-    "complex32": None, "chalf": None, "qint8": None, "quint8": None, "qint32": None, "quint4x2": None,
-}
-
-
-def _element_size(code):
-    return 2 if code == "bf16" else np.dtype(code).itemsize
-
-
-class _Refused(Exception):
-    """Raised inside the unpickler; ``read_pth`` turns it into a ``UserError`` naming the file."""
-
-
-class _StorageType:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-
-class _DType:
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-
-class _TensorClass:
-    """``torch.Tensor`` / ``torch.nn.Parameter`` as the ``new_type`` of ``_rebuild_from_type_v2``."""
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-
-class _StorageRef:
-    """A storage named in the pickle; its bytes are looked up by ``key`` after unpickling."""
-    __slots__ = ("key", "code", "offset")
-
-    def __init__(self, key, code, offset=0):
-        self.key, self.code, self.offset = key, code, offset  # offset: in elements of ``code`` (legacy views)
-
-
-class _PendingTensor:
-    """A tensor to cut out of its storage once all storage bytes are at hand."""
-    __slots__ = ("storage", "offset", "size", "stride", "code")
-
-    def __init__(self, storage, offset, size, stride, code=None):
-        if not isinstance(storage, _StorageRef):
-            raise _Refused(f"a tensor whose storage is {type(storage).__name__}, not a storage record")
-        self.storage = storage
-        self.offset = _int(offset, "storage offset")
-        self.size = tuple(_int(s, "size") for s in _seq(size, "size"))
-        self.stride = tuple(_int(s, "stride") for s in _seq(stride, "stride"))
-        self.code = storage.code if code is None else code
-        if len(self.size) != len(self.stride):
-            raise _Refused(f"a tensor of size {self.size} with stride {self.stride}")
-
-
-def _int(value, what):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _Refused(f"a tensor {what} of {value!r}")
-    return value
-
-
-def _seq(value, what):
-    if not isinstance(value, (tuple, list)):
-        raise _Refused(f"a tensor {what} of {value!r}")
-    return value
-
-
-# -- the replacements for the names a .pth pickle may use -----------------------------------------
-
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    # _rebuild_tensor_v2 adds (requires_grad, backward_hooks[, metadata]), all irrelevant to the values
-    return _PendingTensor(storage, storage_offset, size, stride)
-
-
-def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks, dtype, *_ignored):
-    # torch >= 2.3 for dtypes without a typed storage class (uint16 ...): an untyped byte storage
-    if not isinstance(dtype, _DType):
-        raise _Refused(f"a tensor of dtype {dtype!r}")
-    code = _DTYPES.get(dtype.name)
-    if code is None:
-        raise _Refused(f"a tensor of dtype torch.{dtype.name}, which numpy cannot hold")
-    return _PendingTensor(storage, storage_offset, size, stride, code=code)
-
-
-def _rebuild_parameter(data, *_ignored):
-    if not isinstance(data, _PendingTensor):
-        raise _Refused(f"a parameter holding {type(data).__name__}")
-    return data
-
-
-def _rebuild_from_type(func, new_type, args, state=None):
-    # a plain Tensor / Parameter with Python attributes (``state``, dropped); other subclasses refused
-    known = (_rebuild_tensor, _rebuild_tensor_v3, _rebuild_parameter)
-    if func not in known or not isinstance(new_type, _TensorClass):
-        raise _Refused("a tensor subclass")
-    if not isinstance(args, tuple):
-        raise _Refused(f"tensor arguments {type(args).__name__}")
-    return func(*args)
-
-
-def _torch_size(dims=()):
-    return tuple(_int(d, "size") for d in _seq(dims, "size"))
-
-
-def _torch_device(kind, index=None):
-    if not isinstance(kind, str) or not (index is None or isinstance(index, int)):
-        raise _Refused(f"a device {kind!r}, {index!r}")
-    return kind if index is None else f"{kind}:{index}"
-
-
-def _codecs_encode(text, encoding="utf-8"):
-    # how pickle protocol 2 writes bytes objects: _codecs.encode(str, 'latin1')
-    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
-        raise _Refused(f"_codecs.encode of {type(text).__name__} with {encoding!r}")
-    return text.encode("latin1")
-
-
-def _plain(cls):
-    def build(*args):
-        if len(args) > 1 or not all(isinstance(a, (list, tuple, str, bytes, int, float, complex)) for a in args):
-            raise _Refused(f"{cls.__name__}() of {[type(a).__name__ for a in args]}")
-        return cls(*args)
-    return build
-
-
-def _ordered_dict(*args):
-    if args and not (len(args) == 1 and isinstance(args[0], (list, tuple))):
-        raise _Refused("collections.OrderedDict() of other than a list of pairs")
-    return collections.OrderedDict(*args)
-
-
-def _counter(*args):
-    if args and not (len(args) == 1 and isinstance(args[0], (dict, list, tuple))):
-        raise _Refused("collections.Counter() of other than a dict or list")
-    return collections.Counter(*args)
-
-
-_TORCH_UTILS = {
-    "_rebuild_tensor": _rebuild_tensor,
-    "_rebuild_tensor_v2": _rebuild_tensor,
-    "_rebuild_tensor_v3": _rebuild_tensor_v3,
-    "_rebuild_parameter": _rebuild_parameter,
-    "_rebuild_parameter_with_state": _rebuild_parameter,
-}
-_BUILTINS = {"set": _plain(set), "frozenset": _plain(frozenset), "bytearray": _plain(bytearray),
-             "complex": _plain(complex)}
-
-
-def _resolve(module, name):
-    """The replacement for the global ``module.name``, or None where it is not allowed."""
-    if module == "torch._utils":
-        return _TORCH_UTILS.get(name)
-    if module == "torch._tensor" and name == "_rebuild_from_type_v2":
-        return _rebuild_from_type
-    if module in ("torch", "torch.storage") and name in _STORAGE_TYPES:
-        return _StorageType(name)
-    if module == "torch":
-        if name in _DTYPES:
-            return _DType(name)
-        if name == "Size":
-            return _torch_size
-        if name == "device":
-            return _torch_device
-        if name == "Tensor":
-            return _TensorClass(name)
-    if module == "torch.nn.parameter" and name == "Parameter":
-        return _TensorClass(name)
-    if module == "collections":
-        return {"OrderedDict": _ordered_dict, "Counter": _counter}.get(name)
-    if module in ("builtins", "__builtin__"):  # protocol 2 writes Python 3's builtins as __builtin__
-        return _BUILTINS.get(name)
-    if module == "_codecs" and name == "encode":
-        return _codecs_encode
-    return None
-
-
-class _Unpickler(pickle.Unpickler):
-    """Resolves only the names of ``_resolve`` and storage records; records the storages seen."""
-
-    def __init__(self, file, storages, zip_format):
-        super().__init__(file, encoding="utf-8")
-        self.storages = storages  # key -> type code of the first reference
-        self.zip_format = zip_format
-
-    def find_class(self, module, name):
-        found = _resolve(module, name)
-        if found is None:
-            raise _Refused(f"the Python name {module}.{name}")
-        return found
-
-    def persistent_load(self, pid):
-        if not isinstance(pid, tuple) or not pid or pid[0] != "storage":
-            raise _Refused(f"the persistent record {str(pid)[:80]}")
-        if self.zip_format:
-            if len(pid) != 5:
-                raise _Refused(f"the storage record {str(pid)[:80]}")
-            _, storage_type, key, _location, _numel = pid
-            view = None
-        else:
-            if len(pid) != 6:
-                raise _Refused(f"the storage record {str(pid)[:80]}")
-            _, storage_type, key, _location, _numel, view = pid
-        if not isinstance(storage_type, _StorageType) or not isinstance(key, str):
-            raise _Refused(f"the storage record {str(pid)[:80]}")
-        code = _STORAGE_TYPES[storage_type.name]
-        self.storages.setdefault(key, code)
-        if view is None:
-            return _StorageRef(key, code)
-        # storages of torch < 0.4 could be views (offset, size) into another storage
-        if not (isinstance(view, tuple) and len(view) == 3 and isinstance(view[1], int)):
-            raise _Refused(f"the storage view {view!r}")
-        return _StorageRef(key, code, offset=_int(view[1], "storage view offset"))
-
-
 # -- the two file layouts -------------------------------------------------------------------------
 
-def _load_zip(path, zf):
+def _read_record(path, zf, name, archive_size):
+    """The bytes of the zip record ``name``, refused where it is compressed (torch.save stores records
+    as they are; a deflated record can expand without bound) or claims more than the archive holds."""
+    info = zf.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        raise UserError(f"{path}: the record {name} is compressed or encrypted, which is not expanded: torch.save "
+                        f"writes its records uncompressed. Save the file again with torch.save.")
+    if max(info.file_size, info.compress_size) > archive_size:
+        raise UserError(f"{path}: the record {name} claims {info.file_size} bytes, more than the {archive_size} "
+                        f"bytes of the archive. Is it a complete PyTorch file?")
+    return zf.read(name)
+
+
+def _load_zip(path, zf, archive_size):
     names = zf.namelist()
     prefix = names[0].split("/", 1)[0] if names and "/" in names[0] else ""
     base = prefix + "/" if prefix else ""
@@ -282,25 +84,29 @@ def _load_zip(path, zf):
                         f"that torch.save wrote.")
     byteorder = "little"
     if base + "byteorder" in names:
-        byteorder = zf.read(base + "byteorder").decode("ascii", "replace").strip()
+        byteorder = _read_record(path, zf, base + "byteorder", archive_size).decode("ascii", "replace").strip()
         if byteorder not in ("little", "big"):
             raise UserError(f"{path}: unknown byte order {byteorder!r}. Is it a complete PyTorch file?")
     storages = {}
-    obj = _Unpickler(io.BytesIO(zf.read(base + "data.pkl")), storages, zip_format=True).load()
+    obj = Unpickler(io.BytesIO(_read_record(path, zf, base + "data.pkl", archive_size)), storages,
+                     zip_format=True).load()
     raw = {}
     for key in storages:
         record = f"{base}data/{key}"
         if record not in names:
             raise UserError(f"{path} lacks the storage record {record}. Is it a complete PyTorch file?")
-        raw[key] = zf.read(record)
+        raw[key] = _read_record(path, zf, record, archive_size)
     return obj, raw, "<" if byteorder == "little" else ">"
 
 
 def _load_legacy(path, f):
+    pickles = BoundedFile(f)
+
     def load(what, storages=None):
         try:
-            return _Unpickler(f, {} if storages is None else storages, zip_format=False).load()
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as exc:
+            return Unpickler(pickles, {} if storages is None else storages, zip_format=False).load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError,
+                struct.error) as exc:
             if what == "magic":
                 raise _NotPth(str(exc)) from exc
             raise
@@ -325,7 +131,7 @@ def _load_legacy(path, f):
     for key in keys:
         if key not in storages:
             raise UserError(f"{path}: storage {key} is listed but no tensor uses it. Is it a complete PyTorch file?")
-        size = _element_size(storages[key])
+        size = element_size(storages[key])
         head = f.read(8)
         if len(head) != 8:
             raise UserError(f"{path} ends before storage {key}. Is it a complete PyTorch file?")
@@ -346,63 +152,127 @@ class _NotPth(Exception):
 
 # -- tensors out of storages ----------------------------------------------------------------------
 
-def _array(t, raw, order, path):
-    code = t.code
-    size = _element_size(code)
-    buf = raw[t.storage.key]
-    offset = t.offset
-    if t.storage.offset:  # a legacy storage view: element offset in the root storage's type
-        offset += t.storage.offset * _element_size(t.storage.code) // size
-    numel = len(buf) // size
-    shape, stride = t.size, t.stride
-    if 0 in shape:
-        last = -1
-    else:
+def _size_text(nbytes):
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if nbytes >= 1 << shift:
+            return f"{nbytes / (1 << shift):.1f} {unit}"
+    return f"{nbytes} B"
+
+
+class _Materializer:
+    """The unpickled object as plain data: each pending tensor cut out of its storage bytes (``raw``),
+    at most ``2 x`` the storage bytes ``+ 64 MiB`` of arrays in all."""
+
+    def __init__(self, path, raw, order):
+        self.path, self.raw, self.order = path, raw, order
+        self.memo = {}  # id -> what the object became (shared tensors and containers stay shared)
+        self.stored = sum(len(b) for b in raw.values())
+        self.budget = OUTPUT_FACTOR * self.stored + OUTPUT_FLOOR
+        self.used = 0
+
+    def value(self, obj):
+        """``obj`` with every pending tensor replaced by its array (dicts and lists changed in place)."""
+        if isinstance(obj, (str, bytes, bytearray, int, float, complex, type(None))):
+            return obj
+        key = id(obj)
+        if key in self.memo:
+            return self.memo[key]
+        if isinstance(obj, PendingTensor):
+            out = self.memo[key] = self.array(obj)
+        elif isinstance(obj, dict):
+            self.memo[key] = out = obj
+            for k in obj:
+                self.check_key(k)
+            for k, v in obj.items():
+                obj[k] = self.value(v)
+            attributes = getattr(obj, "__dict__", {})  # an OrderedDict's BUILD state (``_metadata``)
+            for name, v in attributes.items():
+                attributes[name] = self.value(v)
+        elif isinstance(obj, list):
+            self.memo[key] = out = obj
+            for i, v in enumerate(obj):
+                obj[i] = self.value(v)
+        elif isinstance(obj, tuple):
+            out = self.memo[key] = tuple(self.value(v) for v in obj)
+        elif isinstance(obj, (set, frozenset)):
+            for v in obj:
+                self.check_key(v)
+            out = self.memo[key] = obj
+        elif isinstance(obj, DType):
+            out = "torch." + obj.name
+        else:  # a storage or a class token on its own: nothing numpy could hold
+            raise UserError(f"{self.path} holds a bare {kind(obj)} outside a tensor, which is not read without "
+                            f"PyTorch: save the state dict (torch.save(model.state_dict(), f)).")
+        return out
+
+    def check_key(self, obj):
+        """A dict key or set element must be plain data: a numpy array cannot be hashed."""
+        if isinstance(obj, (str, bytes, int, float, complex, type(None))):
+            return
+        if isinstance(obj, (tuple, frozenset)):
+            for v in obj:
+                self.check_key(v)
+            return
+        raise UserError(f"{self.path} uses a {kind(obj)} as a dict key or set element, which is not read "
+                        f"without PyTorch (a numpy array cannot be a dict key): save a state dict, whose keys are "
+                        f"names (torch.save(model.state_dict(), f)).")
+
+    def storage_bytes(self, ref):
+        """The bytes of the storage (or legacy storage view) ``ref``."""
+        buf = self.raw[ref.key]
+        if ref.view is None:
+            return buf
+        start, length = ref.view
+        if start + length > len(buf):
+            raise UserError(f"{self.path}: a storage view of bytes {start}..{start + length} reaches past its "
+                            f"storage of {len(buf)} bytes. Is it a complete PyTorch file?")
+        return memoryview(buf)[start:start + length]
+
+    def array(self, t):
+        code = t.code
+        size = element_size(code)
+        buf = self.storage_bytes(t.storage)
+        numel = len(buf) // size
+        offset, shape, stride = _checked_layout(t, numel, self.path)
+        nbytes = math.prod(shape) * size
+        if self.used + nbytes > self.budget:
+            raise UserError(f"{self.path}: its tensors would take {_size_text(self.used + nbytes)} of arrays from "
+                            f"{_size_text(self.stored)} of storage, more than the limit of 2 x the storage bytes + "
+                            f"64 MiB for a PyTorch file read without PyTorch (a stride-0 tensor or many tensors "
+                            f"over one storage are refused). Load it with torch.load and save a state dict of "
+                            f"contiguous tensors (torch.save({{k: v.contiguous() ...}}, f)).")
+        self.used += nbytes
+        dtype = np.dtype(self.order + ("u2" if code == "bf16" else code)) if code != "b1" else np.dtype(np.bool_)
+        if nbytes == 0:
+            out = np.zeros(shape, dtype=dtype)
+        else:
+            flat = np.frombuffer(buf, dtype=dtype, count=numel)
+            view = np.lib.stride_tricks.as_strided(flat[offset:], shape=shape, strides=[s * size for s in stride],
+                                                   writeable=False)
+            out = np.array(view, order="C")  # a contiguous copy (ascontiguousarray would make 0-d arrays 1-d)
+        out = out.astype(out.dtype.newbyteorder("="), copy=False)
+        if code == "bf16":
+            out = (out.astype(np.uint32) << 16).view(np.float32)
+        return out
+
+
+def _checked_layout(t, numel, path):
+    """``t``'s (offset, shape, stride), checked where the array is cut (whatever set them): non-negative
+    integers, one stride per dimension (at most 32), the first and the last element inside the ``numel``
+    elements of its storage (or view)."""
+    offset, shape, stride = t.offset, t.size, t.stride
+    valid = (isinstance(shape, tuple) and isinstance(stride, tuple) and len(shape) == len(stride) <= MAX_DIMS
+             and all(type(v) is int and v >= 0 for v in (offset, *shape, *stride)))
+    if not valid:
+        raise UserError(f"{path}: a tensor of storage offset {repr(offset)[:80]}, size {repr(shape)[:80]}, stride "
+                        f"{repr(stride)[:80]}. Is it a complete PyTorch file?")
+    if 0 not in shape:
         last = offset + sum((n - 1) * s for n, s in zip(shape, stride))
-    if last >= numel:
-        raise UserError(f"{path}: a tensor of shape {list(shape)} reaches element {last} of a storage of {numel}. "
-                        f"Is it a complete PyTorch file?")
-    dtype = np.dtype(order + ("u2" if code == "bf16" else code)) if code != "b1" else np.dtype(np.bool_)
-    flat = np.frombuffer(buf, dtype=dtype, count=numel)
-    if last < 0:
-        out = np.zeros(shape, dtype=dtype)
-    else:
-        view = np.lib.stride_tricks.as_strided(flat[offset:], shape=shape, strides=[s * size for s in stride],
-                                               writeable=False)
-        out = np.array(view, order="C")  # a contiguous copy (ascontiguousarray would make 0-d arrays 1-d)
-    out = out.astype(out.dtype.newbyteorder("="), copy=False)
-    if code == "bf16":
-        out = (out.astype(np.uint32) << 16).view(np.float32)
-    return out
-
-
-def _materialize(obj, raw, order, path, memo):
-    """``obj`` with every pending tensor replaced by its array (dicts and lists changed in place)."""
-    if isinstance(obj, (str, bytes, int, float, complex, type(None))):
-        return obj
-    key = id(obj)
-    if key in memo:
-        return memo[key]
-    if isinstance(obj, _PendingTensor):
-        out = memo[key] = _array(obj, raw, order, path)
-    elif isinstance(obj, dict):
-        memo[key] = out = obj
-        for k, v in obj.items():
-            obj[k] = _materialize(v, raw, order, path, memo)
-    elif isinstance(obj, list):
-        memo[key] = out = obj
-        for i, v in enumerate(obj):
-            obj[i] = _materialize(v, raw, order, path, memo)
-    elif isinstance(obj, tuple):
-        out = memo[key] = tuple(_materialize(v, raw, order, path, memo) for v in obj)
-    elif isinstance(obj, _DType):
-        out = "torch." + obj.name
-    elif isinstance(obj, (set, frozenset, bytearray)) and not any(isinstance(v, _PendingTensor) for v in obj):
-        out = obj
-    else:  # a storage or a class token on its own: nothing numpy could hold
-        raise UserError(f"{path} holds a bare {type(obj).__name__.strip('_')} outside a tensor, which is not read "
-                        f"without PyTorch: save the state dict (torch.save(model.state_dict(), f)).")
-    return out
+        if last >= numel:
+            where = "storage view" if t.storage.view is not None else "storage"
+            raise UserError(f"{path}: a tensor of shape {list(shape)} reaches element {last} of a {where} of "
+                            f"{numel}. Is it a complete PyTorch file?")
+    return offset, shape, stride
 
 
 def read_pth(path):
@@ -419,12 +289,12 @@ def read_pth(path):
             if f.read(4) == b"PK\x03\x04":  # a zip archive: torch >= 1.6
                 f.seek(0)
                 with zipfile.ZipFile(f) as zf:
-                    obj, raw, order = _load_zip(path, zf)
+                    obj, raw, order = _load_zip(path, zf, os.fstat(f.fileno()).st_size)
             else:
                 f.seek(0)
                 obj, raw, order = _load_legacy(path, f)
-        return _materialize(obj, raw, order, path, {})
-    except _Refused as exc:
+        return _Materializer(path, raw, order).value(obj)
+    except Refused as exc:
         raise UserError(f"{path} refers to {exc}, which is not unpickled: only tensors and plain containers are "
                         f"read from PyTorch files (as torch.load(weights_only=True) does), so no code in the file "
                         f"runs. Save only the state dict (torch.save(model.state_dict(), f)) or use a "
@@ -439,6 +309,6 @@ def read_pth(path):
     except OSError as exc:
         raise UserError(f"could not read {path}: {exc}") from exc
     except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError, KeyError, IndexError,
-            AttributeError, struct.error, RecursionError, MemoryError) as exc:
+            AttributeError, struct.error, RecursionError, MemoryError, OverflowError) as exc:
         raise UserError(f"could not read {path} as a PyTorch file ({type(exc).__name__}: {exc}). Is it a "
                         f"complete PyTorch file?") from None

@@ -308,3 +308,28 @@ def test_val_amp_level_evaluates_like_mindspore_auto_mixed_precision(tmp_path, m
     assert figures["O2"]["top1"] == ref["top1"]
     assert figures["O2"]["loss"] == pytest.approx(ref["loss"], rel=2e-3)
     assert figures["O2"]["loss"] != figures["O0"]["loss"]
+
+
+def test_a_run_that_overflows_on_every_step_is_told_the_likely_cause():
+    """2 images per rank at 32 px: layer4's BatchNorm sees 2 values per channel, and every fp16 step
+    overflows at any loss scale; the stop message (and the epoch warning) say so. Once a step has gone
+    through, the usual advice is given instead."""
+    guard = OverflowGuard("O2", 3, "ckpt", logging.getLogger("test"), batch_per_rank=2, image_size=32)
+    guard.step(True, 2.3, 1024.0, 1, 1)
+    guard.step(True, 2.3, 1024.0, 1, 2)
+    with pytest.raises(UserError) as info:
+        guard.step(True, 2.3, 1024.0, 1, 3)
+    message = str(info.value)
+    assert "Every step of the run overflowed" in message
+    assert "BatchNorm sees 2 value(s) per channel (2 image(s) per rank at 32 px, a 1x1 feature map)" in message
+    assert "--batch_size" in message and "--amp_level O0" in message
+    # 16 images per rank at 64 px (a 2x2 map: 64 values per channel): the loss scale is named instead
+    big = OverflowGuard("O2", 1, "ckpt", logging.getLogger("test"), batch_per_rank=16, image_size=64)
+    assert "loss scale (1024) is too large" in big.likely_cause(1024.0)
+    # a run that has updated before: the usual advice, no cause guessed
+    trained = OverflowGuard("O2", 2, "ckpt", logging.getLogger("test"), batch_per_rank=2, image_size=32)
+    trained.step(False, 2.0, 1024.0, 1, 1)
+    trained.step(True, 2.3, 1024.0, 1, 2)
+    with pytest.raises(UserError) as info:
+        trained.step(True, 2.3, 1024.0, 1, 3)
+    assert "Every step" not in str(info.value) and "Lower --loss_scale" in str(info.value)

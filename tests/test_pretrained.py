@@ -38,6 +38,15 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
+        if os.path.basename(self.path).startswith("cut-"):  # the first part only, and no Content-Length
+            with open(self.translate_path(self.path), "rb") as f:
+                data = f.read()
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(data[:len(data) * 2 // 3])
+            self.wfile.flush()
+            self.close_connection = True
+            return
         super().do_GET()
 
 
@@ -362,3 +371,76 @@ def test_html_error_page_in_the_cache_names_the_file_to_delete(server, monkeypat
     with pytest.raises(UserError, match="m.in1k.safetensors .*is a text page, not weights.*download was deleted"):
         P.download_weights("res2net_dla60", source="timm", progress=False)
     assert _listing(cache) == ["res2net50-f42cf71b.ckpt"]
+
+
+# ---- downloads cut short without a Content-Length ----------------------------------------------
+
+def _zip_bytes():
+    """A zip archive laid out as torch.save (>= 1.6) writes one (stored members); no torch needed."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", b"\x80\x02}q\x00.")
+        z.writestr("archive/data/0", os.urandom(6000))
+        z.writestr("archive/version", b"3\n")
+    return buf.getvalue()
+
+
+def _ckpt_bytes(tmp_path, **kwargs):
+    path = str(tmp_path / "made.ckpt")
+    shapes = [(30, 30), (17, 9), (64,)]  # unequal entries: a cut at 2/3 falls inside one
+    ms.save_checkpoint([{"name": f"w{i}", "data": ms.Tensor(np.full(s, i, np.float32))} for i, s in enumerate(shapes)],
+                       path, **kwargs)
+    data = open(path, "rb").read()
+    os.remove(path)
+    return data
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "ckpt"])
+def test_download_cut_short_without_content_length_is_refused(server, monkeypatch, tmp_path, fmt):
+    served, requests = server
+    cache = tmp_path / "cache"
+    data = {"safetensors": lambda: _safetensors_bytes(0), "pth": _zip_bytes,
+            "ckpt": lambda: _ckpt_bytes(tmp_path)}[fmt]()
+    name = f"cut-weights.{fmt}"
+    (served / name).write_bytes(data)
+    src = P.WeightSource("timm", "https://weights.invalid/x/" + name, name, fmt, None, None, 79.0, 94.0,
+                         P.CC_BY_NC_SA, "res2net50")
+    _use_sources(monkeypatch, "res2net50", [src])
+    with pytest.raises(UserError) as err:
+        P.fetch("res2net50", progress=False)
+    msg = str(err.value)
+    assert f"the downloaded weights file {name}" in msg and "cut short" in msg and "the download was deleted" in msg
+    assert str(len(data) * 2 // 3) in msg
+    assert requests and _listing(cache) == []  # no file, no .sha256 record, no staging file
+    # the whole file (served under another name) is accepted and recorded
+    whole = f"whole-weights.{fmt}"
+    (served / whole).write_bytes(data)
+    _use_sources(monkeypatch, "res2net50", [dataclasses.replace(src, filename=whole)])
+    assert _sha(P.fetch("res2net50", progress=False)) == hashlib.sha256(data).hexdigest()
+    assert _listing(cache) == [whole, whole + ".sha256"]
+
+
+def test_declared_sizes_of_each_format(tmp_path):
+    def problem(data, fmt, published=False):
+        path = tmp_path / f"f.{fmt}"
+        path.write_bytes(data)
+        return P._content_problem(str(path), fmt, hash_published=published)
+
+    st = _safetensors_bytes(1)
+    assert problem(st, "safetensors") is None
+    assert "cut short" in problem(st[:-1], "safetensors")
+    assert "bytes after" in problem(st + b"\0", "safetensors")
+    assert "not a safetensors file" in problem(st[:8] + b"{" + b" " * (len(st) - 9), "safetensors")
+    z = _zip_bytes()
+    assert problem(z, "pth") is None
+    assert "cut short" in problem(z[:-10], "pth")
+    assert "cut short" in problem(z[:len(z) // 2], "pth")
+    ck = _ckpt_bytes(tmp_path)
+    assert problem(ck, "ckpt") is None
+    assert problem(_ckpt_bytes(tmp_path, crc_check=True), "ckpt") is None  # MindSpore's crc trailer
+    assert "cut short" in problem(ck[:-1], "ckpt")
+    assert "not a MindSpore checkpoint" in problem(b"\x0b" + ck[1:], "ckpt")
+    # where a hash is published, it alone decides for a .ckpt (a prefix already refuses a cut file)
+    assert problem(ck[:-1], "ckpt", published=True) is None

@@ -92,6 +92,28 @@ def test_arrays_equal_torch_load(torch, tmp_path, zip_format):
 
 @pytest.mark.torch
 @pytest.mark.parametrize("zip_format", FORMATS)
+def test_every_dtype_and_a_modules_state_dict_equal_torch_load(torch, tmp_path, zip_format):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 3, generator=g) * 100
+    dtypes = [torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32, torch.int16,
+              torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128]
+    if zip_format:  # torch >= 2.3 writes these as untyped storages, which its legacy format cannot load
+        dtypes += [torch.uint16, torch.uint32, torch.uint64]
+    obj = OrderedDict((str(dt), torch.complex(x, -x).to(dt) if dt.is_complex else
+                       (x.abs() if dt in (torch.uint8, torch.uint16, torch.uint32, torch.uint64) else x).to(dt))
+                      for dt in dtypes)
+    # model.state_dict(): an OrderedDict whose `_metadata` torch.save writes with the pickle BUILD instruction
+    obj["module"] = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 1), torch.nn.BatchNorm2d(3)).state_dict()
+    path = _save(torch, obj, tmp_path / "dtypes.pth", zip_format)
+    ref = torch.load(path, map_location="cpu", weights_only=True)
+    got = read_pth(path)
+    _assert_same(got, ref, torch)
+    assert got["module"]._metadata == ref["module"]._metadata == {"": {"version": 1}, "0": {"version": 1},
+                                                                   "1": {"version": 2}}
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("zip_format", FORMATS)
 @pytest.mark.parametrize("wrap", ["state_dict", "model", "plain"])
 def test_converter_reads_wrapped_files_without_torch(torch, tmp_path, monkeypatch, zip_format, wrap):
     sd = _tensors(torch)

@@ -316,6 +316,29 @@ def _apply_aliases(values, source):
             values[new] = translated
 
 
+def _warn(message):
+    """One warning line on stderr, from rank 0 only under mpirun (every rank parses the config)."""
+    if os.environ.get("OMPI_COMM_WORLD_RANK", "0") in ("", "0"):
+        print(f"warning: {message}", file=sys.stderr)
+
+
+def _fit_warmup(resolved, sources):
+    """A warmup longer than the run: refused when the user set ``warmup_epochs`` on the command line
+    (an explicit contradiction); otherwise (a recipe's or the default warmup, and a shorter
+    ``--epoch_size``, as in a scaled-down rehearsal) shortened to the run, with one warning."""
+    warmup, epochs = resolved["warmup_epochs"], resolved["epoch_size"]
+    if warmup <= epochs:
+        return
+    if sources["warmup_epochs"] == "on the command line":
+        raise UserError(f"warmup_epochs ({warmup}), given on the command line, is larger than the number of "
+                        f"epochs ({epochs}, epoch_size {sources['epoch_size']}). Reduce --warmup_epochs or train "
+                        f"longer.")
+    _warn(f"warmup_epochs {warmup} {sources['warmup_epochs']} is longer than the run's {epochs} epoch(s) "
+          f"(epoch_size {sources['epoch_size']}): warming up for {epochs} epoch(s) instead. Set "
+          f"--warmup_epochs to choose another value.")
+    resolved["warmup_epochs"] = epochs
+
+
 def parse_args(argv=None, script="train"):
     """Resolve the config: built-in defaults < YAML (``-c FILE``) < command line.
 
@@ -381,9 +404,10 @@ def parse_args(argv=None, script="train"):
 
     for name, reason in NO_EFFECT_KEYS.items():
         if resolved[name] != specs[name].default:
-            print(f"warning: config key '{name}' = {_show(resolved[name])} {sources[name]} has no "
-                  f"effect here ({reason}); accepted only so MindCV configs run unchanged",
-                  file=sys.stderr)
+            _warn(f"config key '{name}' = {_show(resolved[name])} {sources[name]} has no "
+                  f"effect here ({reason}); accepted only so MindCV configs run unchanged")
+    if script == "train":
+        _fit_warmup(resolved, sources)
 
     ns = argparse.Namespace(**resolved)
     ns.config = config_path
@@ -437,3 +461,63 @@ def save_config(args, path):
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     return atomic_io.write_text_atomic(path, dump_config(args), "config")
+
+
+# ----------------------------------------------------------------------------- predict.py / export.py
+# The keys predict.py and export.py take from the command line or a -c file: the model, its classes
+# and the evaluation preprocessing (``data.transforms.EVAL_KEYS``).
+DEPLOY_KEYS = ("model", "num_classes", "dataset", "image_resize", "crop_pct", "interpolation", "mean", "std",
+               "in_channels")
+# their options where the name is not the config key's
+_DEPLOY_OPTIONS = {"image_resize": "image_size"}
+
+
+def add_preprocessing_options(parser):
+    """``-c/--config`` and the preprocessing options predict.py and export.py share (the config keys'
+    names; ``--image_size`` and ``--in_channels`` each script defines itself)."""
+    parser.add_argument("-c", "--config", default=None, metavar="FILE",
+                        help="a train.py / validate.py YAML file: its model, num_classes and preprocessing keys "
+                             "(dataset, image_resize, crop_pct, interpolation, mean, std, in_channels) are used "
+                             "(default: the checkpoint's, else the model's)")
+    parser.add_argument("--crop_pct", type=float, default=None,
+                        help="evaluation centre-crop fraction (default: the checkpoint's, else the model's)")
+    parser.add_argument("--interpolation", default=None, help="resize interpolation (default: the checkpoint's)")
+    parser.add_argument("--mean", type=float, nargs="+", default=None,
+                        help="per-channel mean, fractions or 0-255 (default: the checkpoint's)")
+    parser.add_argument("--std", type=float, nargs="+", default=None,
+                        help="per-channel std, fractions or 0-255 (default: the checkpoint's)")
+
+
+def read_config_keys(path, wanted):
+    """The keys of ``wanted`` that the YAML file ``path`` sets (nulls left out), read and checked as
+    train.py / validate.py read it: an unknown key is refused with the closest name."""
+    specs = dict(specs_for("train"), **specs_for("validate"))
+    source = f"in {path}"
+    values = {}
+    for key, raw in _load_yaml(path).items():
+        if key not in specs:
+            raise _unknown_key_error(key, source, specs)
+        values[key] = _convert(specs[key], raw, source, from_cli=False)
+    _apply_aliases(values, source)
+    for key, value in values.items():
+        _validate(specs[key], value, source)
+    return {key: values[key] for key in wanted if values.get(key) is not None}
+
+
+def deploy_layers(args):
+    """predict.py's / export.py's explicit settings as ``[(source, {config key: value})]``, highest
+    precedence first: the command line, then the ``-c`` file. What they leave out comes from the
+    checkpoint (or exported file), then from the model's defaults."""
+    specs = specs_for("validate")
+    given = {}
+    for key in DEPLOY_KEYS:
+        value = getattr(args, _DEPLOY_OPTIONS.get(key, key), None)
+        if value is not None:
+            if isinstance(value, str) and specs[key].canon is not None:
+                value = specs[key].canon(value)
+            _validate(specs[key], value, "on the command line")
+            given[key] = value
+    layers = [("the command line", given)]
+    if getattr(args, "config", None):
+        layers.append((f"config {args.config}", read_config_keys(args.config, DEPLOY_KEYS)))
+    return layers

@@ -15,8 +15,8 @@ Modules (dependencies point down the list; nothing here imports MindSpore at mod
   ``python -m mindcv_res2net.distributed.scheduler --parent PID``.
 * ``watchdog``: the TCP star around rank 0 and the ABORT protocol; ``end_process`` (the
   end-of-run barrier under mpirun), ``shutdown``.
-* ``collectives``: ``all_reduce_sum``, ``barrier``, ``broadcast_object``, ``broadcast_parameters``,
-  ``average_batch_norm_statistics``, ``parameters_divergence``.
+* ``collectives``: ``all_reduce_sum``, ``all_gather_exact``, ``barrier``, ``broadcast_object``,
+  ``broadcast_parameters``, ``average_batch_norm_statistics``, ``parameters_divergence``.
 * ``device``: ``resolve_device_target`` and MindSpore's device / parallel-mode / ``init`` calls.
 * ``state``: ``DistInfo``, ``DistributedError``, ``CLUSTER_ENV_DEFAULTS`` and the shared ``STATE``.
 
@@ -27,8 +27,8 @@ the scheduler to start, default 90), ``MINDCV_RES2NET_DIST_LOG_DIR`` (where the 
 writes its log), ``MINDCV_RES2NET_SCHED_GRACE`` (seconds the scheduler may run on after rank 0
 ended normally, default 60).
 """
-from .collectives import (all_reduce_sum, average_batch_norm_statistics, barrier, broadcast_object,
-                          broadcast_parameters, parameters_divergence)
+from .collectives import (all_gather_exact, all_reduce_sum, average_batch_norm_statistics, barrier,
+                          broadcast_object, broadcast_parameters, parameters_divergence)
 from .device import resolve_device_target
 from .launch import LAUNCHERS, detect_launcher, get_dist_info, init_distributed, is_main_process, parse_distribute
 from .state import CLUSTER_ENV_DEFAULTS, WATCHDOG_EXIT_CODE, DistInfo, DistributedError
@@ -37,7 +37,7 @@ from .watchdog import end_process, shutdown
 __all__ = [
     "DistInfo", "DistributedError", "LAUNCHERS", "CLUSTER_ENV_DEFAULTS",
     "detect_launcher", "parse_distribute", "resolve_device_target", "init_distributed",
-    "get_dist_info", "is_main_process", "all_reduce_sum", "barrier", "broadcast_object",
+    "get_dist_info", "is_main_process", "all_reduce_sum", "all_gather_exact", "barrier", "broadcast_object",
     "broadcast_parameters", "average_batch_norm_statistics", "parameters_divergence", "shutdown", "end_process",
     "WATCHDOG_EXIT_CODE",
 ]

@@ -3,7 +3,8 @@
 ``all_reduce_sum(array)`` (exact for counts: integer arrays and integer-valued float64
 entries), ``barrier()``, ``broadcast_object(obj)`` (rank 0's JSON-able object everywhere, e.g.
 the resume decision), ``broadcast_parameters(net)`` (rank 0's parameters everywhere, bit for
-bit, any dtype), ``average_batch_norm_statistics(net)`` and ``parameters_divergence(net)``.
+bit, any dtype), ``all_gather_exact(array)``, ``average_batch_norm_statistics(net)`` and
+``parameters_divergence(net)``.
 Each is a no-op (or a copy) when the process is not part of a distributed job.
 """
 import json
@@ -220,6 +221,22 @@ def broadcast_parameters(net, root=0):
             param.set_data(ms.Tensor(chunk))
 
 
+def all_gather_exact(arr):
+    """Every rank's ``arr`` stacked in rank order (shape ``(world_size, *arr.shape)``), bit for bit.
+
+    Each rank fills its own row of a zero array and the rows are summed: ``x + 0 + ... + 0``
+    returns ``x`` for every float32 value except -0.0, NaN payloads and subnormals, which
+    ``_broadcast_exact`` carries separately. ``world_size`` times the data travels: meant for
+    small arrays (statistics, per-rank maxima), not for whole models. Every rank passes the same
+    shape and dtype; not distributed: ``arr[None]``.
+    """
+    arr = np.ascontiguousarray(arr)
+    info = STATE["info"]
+    if not info.is_distributed:
+        return arr[None].copy()
+    return np.stack([_broadcast_exact(arr, root) for root in range(info.world_size)])
+
+
 def average_batch_norm_statistics(net):
     """Replace every rank's BatchNorm moving statistics by their mean over all ranks.
 
@@ -227,7 +244,10 @@ def average_batch_norm_statistics(net):
     hold slightly different models for evaluation. Averaging them at the end of every epoch (before
     validation and checkpointing) makes every rank evaluate the one model that rank 0 saves: the
     distributed validation figures then equal validate.py on that checkpoint. Training itself uses
-    batch statistics and is unaffected. No-op when not distributed.
+    batch statistics and is unaffected. The mean is computed in float64 from every rank's exact
+    values and rounded once, the same on every rank: statistics that agree on every rank stay bit
+    for bit what they were (a float32 sum divided by the rank count would round them from 3 ranks
+    on). No-op when not distributed.
     """
     info = STATE["info"]
     if not info.is_distributed:
@@ -238,7 +258,7 @@ def average_batch_norm_statistics(net):
     if not stats:
         return 0
     values = [p.asnumpy().astype(np.float32).reshape(-1) for p in stats]
-    mean = all_reduce_sum(np.concatenate(values)) / np.float32(info.world_size)
+    mean = all_gather_exact(np.concatenate(values)).astype(np.float64).mean(axis=0)
     offset = 0
     for param, value in zip(stats, values):
         chunk = mean[offset:offset + value.size].reshape(param.shape).astype(ms.dtype_to_nptype(param.dtype))
@@ -248,7 +268,12 @@ def average_batch_norm_statistics(net):
 
 
 def parameters_divergence(net):
-    """Largest |value - mean over ranks| of any parameter on any rank (0.0 means identical)."""
+    """Largest |value - rank 0's value| of any parameter on any rank (0.0 means identical).
+
+    Rank 0's parameters reach every rank bit for bit (``_broadcast_exact``); each rank measures its
+    own largest difference in float64, and the ranks' figures are combined with a maximum. A
+    NaN on one rank and not on rank 0 counts as an infinite difference.
+    """
     info = STATE["info"]
     if not info.is_distributed:
         return 0.0
@@ -256,6 +281,10 @@ def parameters_divergence(net):
     if not values:
         return 0.0
     flat = np.concatenate(values)
-    mean = all_reduce_sum(flat) / info.world_size
-    local = np.array([float(np.max(np.abs(flat - mean)))], np.float32)
-    return float(all_reduce_sum(local)[0])
+    reference = _broadcast_exact(flat, 0)
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(flat.astype(np.float64) - reference.astype(np.float64))
+    same_nan = np.isnan(flat) & np.isnan(reference)
+    diff = np.where(same_nan, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    local = np.array([float(diff.max()) if diff.size else 0.0], np.float64)
+    return float(all_gather_exact(local.astype(np.float32)).max())

@@ -35,7 +35,7 @@ import time
 
 from ..errors import UserError
 from .device import current_device_target, ms_init, set_device
-from .state import STATE, DistInfo, DistributedError, apply_env_defaults, env_float, say
+from .state import STATE, DistInfo, DistributedError, StartupRefused, apply_env_defaults, env_float, say
 from .watchdog import Watchdog, shutdown
 
 # run with -m, not imported here: importing it before runpy runs it would make Python warn
@@ -89,6 +89,58 @@ def _sleepy_barrier(comm, timeout, what):
         raise DistributedError(f"not every rank reached {what} within {timeout:.0f} s; a rank is "
                                "stuck or died (see the other ranks' output). Raise "
                                "MINDCV_RES2NET_INIT_TIMEOUT if start-up is just slow")
+
+
+# -- start-up errors: every rank's message, compared before the cluster is joined ------------------
+
+def _gather_startup_errors(comm, message, timeout):
+    """Every rank's start-up error message (None where a rank had none), in rank order.
+
+    A rank that refused its configuration and a rank about to join the cluster meet here, so a
+    mistake that every rank makes is reported once, by rank 0, before any rank waits for the
+    cluster. Bounded: a rank that never comes is reported instead of waited for.
+    """
+    _sleepy_barrier(comm, timeout, "the start-up check")
+    messages = comm.allgather(message)
+    STATE["startup_agreed"] = True
+    return messages
+
+
+def format_startup_errors(messages):
+    """One message for every rank's start-up errors: the message itself when every rank gave the
+    same one; otherwise one line per distinct message, naming its ranks."""
+    groups = {}
+    for rank, message in enumerate(messages):
+        if message is not None:
+            groups.setdefault(message, []).append(rank)
+    if len(groups) == 1 and len(next(iter(groups.values()))) == len(messages):
+        return next(iter(groups))
+    lines = []
+    for message, ranks in groups.items():
+        label = "rank" if len(ranks) == 1 else "ranks"
+        lines.append(f"{label} {', '.join(map(str, ranks))} of {len(messages)}: {message}")
+    return "\n".join(lines)
+
+
+def report_startup_error(message):
+    """Called by a rank of an mpirun job that refused its start-up before joining the cluster:
+    meet the other ranks (which are joining, or refusing too) and return what this rank prints,
+    every rank's messages on rank 0 and None on the others. Outside mpirun, or once the ranks have
+    met, the message itself."""
+    size = int(os.environ.get("OMPI_COMM_WORLD_SIZE", "1") or 1)
+    if size <= 1 or STATE["startup_agreed"] or STATE["initialized"]:
+        return message
+    timeout = env_float("MINDCV_RES2NET_INIT_TIMEOUT", 90)
+    try:
+        MPI = _import_mpi(timeout)
+        comm = MPI.COMM_WORLD
+        messages = _gather_startup_errors(comm, message, timeout)
+        rank = comm.Get_rank()
+        if not MPI.Is_finalized():
+            MPI.Finalize()
+    except (UserError, ImportError):
+        return message
+    return format_startup_errors(messages) if rank == 0 else None
 
 
 def _net_identity():
@@ -279,6 +331,10 @@ def init_mpirun(target, log_dir):
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     local_rank = int(os.environ.get("OMPI_COMM_WORLD_LOCAL_RANK", "0"))
+    messages = _gather_startup_errors(comm, None, timeout)
+    if any(m is not None for m in messages):  # another rank refused its start-up: end quietly
+        MPI.Finalize()
+        raise StartupRefused(format_startup_errors(messages) if rank == 0 else None)
 
     # 1. where can every rank reach rank 0?
     idents = comm.allgather(_net_identity())

@@ -3,7 +3,7 @@ cluster time-outs and the one-line stderr reporter.
 
 ``STATE`` is the one mutable record of the package (tests patch its items):
 ``info`` (this process's ``DistInfo``), ``initialized``, ``bridge`` (the mpirun watchdog, or
-None) and, once used, ``all_reduce`` (the cached MindSpore AllReduce operator).
+None), ``startup_agreed`` (the mpirun ranks have compared their start-up errors) and, once used, ``all_reduce`` (the cached MindSpore AllReduce operator).
 """
 import os
 import time
@@ -30,6 +30,16 @@ class DistributedError(UserError):
     """Distributed set-up failed for a reason the user can act on (network, launch command)."""
 
 
+class StartupRefused(UserError):
+    """Another rank of an mpirun job refused its start-up (a user's mistake found before the cluster
+    was joined). ``text`` is what this rank prints: every rank's message, grouped, on rank 0; None
+    (a quiet exit with the same status) on the others."""
+
+    def __init__(self, text):
+        super().__init__(text or "another rank refused its start-up")
+        self.text = text
+
+
 @dataclass(frozen=True)
 class DistInfo:
     """Where this process stands in the job."""
@@ -41,7 +51,7 @@ class DistInfo:
     device_target: str = ""
 
 
-STATE = {"info": DistInfo(), "bridge": None, "initialized": False}
+STATE = {"info": DistInfo(), "bridge": None, "initialized": False, "startup_agreed": False}
 
 
 def say(msg):

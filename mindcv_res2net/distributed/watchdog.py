@@ -357,19 +357,23 @@ def end_process(code=0):
 
     Under mpirun, a normal end (``code`` 0) waits for every rank to end (``Watchdog.finish``),
     flushes the logs and output, and leaves with ``os._exit(0)`` (see the module docstring for
-    why). Any other status, or any other launcher, is ``sys.exit(code)``.
+    why); a failed rank (any other status) says BYE, flushes and leaves with ``os._exit(code)``,
+    without MindSpore's teardown and its log lines. Any other launcher: ``sys.exit(code)``.
     """
     bridge = STATE.get("bridge")
-    if bridge is None or code:
+    if bridge is None:
         sys.exit(code)
-    bridge.finish()
+    if code:  # a failed rank: mpirun ends the job; MindSpore's teardown would only add its log lines
+        shutdown()
+    else:
+        bridge.finish()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    os._exit(0)
+    os._exit(code)
 
 
 def shutdown():

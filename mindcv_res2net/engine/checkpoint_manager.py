@@ -18,16 +18,25 @@ folder. Rules:
   a resume takes the best top-1 from the best file itself: after a kill at any point the pair agrees,
   and a better ``_best.ckpt`` is never overwritten by a worse one.
 - ``RunLock``: one live run per folder; a second one is refused with the first one's pid and host.
+  A folder whose file system has no locks (some NFS / FUSE mounts: ``ENOLCK``) is refused with what
+  to do: a local disk, or ``MINDCV_RES2NET_NO_RUN_LOCK=1`` to run there without the lock.
+- When a run starts (``start_fresh`` / ``continue_run``), the staging files that killed writers left
+  in the folder are removed (``atomic_io.remove_leftover_staging``) and the space freed is logged.
+- The lock and the write probe are never created through a symbolic link (``O_NOFOLLOW``).
 
 Every file is written through ``atomic_io`` (unique staging name, fsync, rename).
 """
+import errno
 import fcntl
 import glob
 import json
 import logging
 import os
 import re
+import secrets
+import shlex
 import socket
+import stat
 import time
 import uuid
 
@@ -41,25 +50,39 @@ POLICIES = ("latest_k", "top_k")
 INDEX_NAME = "checkpoints.json"
 INDEX_FORMAT = 2
 LOCK_NAME = ".run.lock"
+ENV_NO_RUN_LOCK = "MINDCV_RES2NET_NO_RUN_LOCK"
 
 
 def probe_writable(directory, what="checkpoints", key="ckpt_save_dir",
                    fix="Pass --ckpt_save_dir with a writable directory that has free space."):
     """Create ``directory`` and prove a file can be written there, before any training starts;
-    else a ``UserError``: "cannot write {what} to {key} {directory}: {reason}. {fix}"."""
-    probe = os.path.join(directory, f".write_probe_{os.getpid()}")
+    else a ``UserError``: "cannot write {what} to {key} {directory}: {reason}. {fix}".
+
+    The probe file gets a fresh unpredictable name, created with ``O_EXCL``: whatever already has
+    that name (a symbolic link included) is never opened."""
     try:
         os.makedirs(directory, exist_ok=True)
+        fd, probe = _create_probe(directory)
         try:
-            with open(probe, "wb") as f:
+            with os.fdopen(fd, "wb") as f:
                 f.write(b"\0" * 65536)  # a little data, so a full disk shows now
                 f.flush()
                 os.fsync(f.fileno())
         finally:
-            if os.path.exists(probe):
-                os.remove(probe)
+            os.remove(probe)
     except OSError as exc:
         raise UserError(f"cannot write {what} to {key} {directory!r}: {exc.strerror or exc}. {fix}") from None
+
+
+def _create_probe(directory, tries=100):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+    for _ in range(tries):
+        probe = os.path.join(directory, f".write_probe_{os.getpid()}_{secrets.token_hex(6)}")
+        try:
+            return os.open(probe, flags, 0o600), probe
+        except FileExistsError:
+            continue
+    raise OSError(errno.EEXIST, f"no free name for a probe file after {tries} tries")
 
 
 class RunLock:
@@ -67,33 +90,72 @@ class RunLock:
 
     The kernel releases it when the process ends, however it ends, so a killed run never leaves a
     stale lock. The file records the holder (pid, host, start time) for the message a second run gets.
+    Only ``EWOULDBLOCK`` means another run holds it; any other ``flock`` error means the folder's file
+    system has no locks: refused with the fix, or (``MINDCV_RES2NET_NO_RUN_LOCK=1``) a warning and
+    no lock (``locked`` False).
     """
 
     def __init__(self, directory):
+        self.directory = directory
         self.path = os.path.join(directory, LOCK_NAME)
+        self.locked = False
         self._fd = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = self._open()
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown process"
             os.close(fd)
-            directory = os.path.dirname(self.path)
-            raise UserError(f"ckpt_save_dir {directory} is in use by another training run ({holder}): two runs "
-                            "in one folder would overwrite each other's checkpoints. Wait for it to end, or "
+            raise UserError(f"ckpt_save_dir {self.directory} is in use by another training run ({holder}): two "
+                            "runs in one folder would overwrite each other's checkpoints. Wait for it to end, or "
                             "pass another --ckpt_save_dir.") from None
+        except OSError as exc:
+            os.close(fd)
+            return self._without_locks(exc)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}, started "
                       f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self._fd = fd
+        self.locked = True
         return self
+
+    def _open(self):
+        """The lock file, opened without following a symbolic link; a ``UserError`` otherwise."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(f"the run lock {self.path} is a symbolic link: the lock file is never written "
+                                f"through a link (it would overwrite the file it points to). Remove it (rm "
+                                f"{shlex.quote(self.path)}) and start the run again.") from None
+            raise UserError(f"cannot create the run lock {self.path}: {exc.strerror or exc}. Pass a "
+                            "--ckpt_save_dir you can write to.") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"the run lock {self.path} is not a regular file: remove it (rm "
+                            f"{shlex.quote(self.path)}) and start the run again.")
+        return fd
+
+    def _without_locks(self, exc):
+        code = errno.errorcode.get(exc.errno, str(exc.errno))
+        if os.environ.get(ENV_NO_RUN_LOCK, "").strip() in ("1", "true", "yes"):
+            _logger.warning("ckpt_save_dir %s: its file system does not support file locks (%s: %s); %s=1: "
+                            "training without the run lock (make sure no other run uses this folder)",
+                            self.directory, code, exc.strerror or exc, ENV_NO_RUN_LOCK)
+            return self
+        raise UserError(f"cannot lock ckpt_save_dir {self.directory}: its file system does not support file "
+                        f"locks ({code}: {exc.strerror or exc}; some NFS and FUSE mounts). The lock is what "
+                        f"refuses a second run in the same folder. Put --ckpt_save_dir on a local disk, or set "
+                        f"{ENV_NO_RUN_LOCK}=1 to train there without the lock (then make sure no other run "
+                        f"uses that folder).") from None
 
     def release(self):
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self.locked = False
 
 
 class CheckpointManager:
@@ -186,6 +248,16 @@ class CheckpointManager:
         return sorted(names)
 
     # ---------------------------------------------------------------- starting
+    def _remove_leftovers(self, logger):
+        """Delete the staging files of writes that were killed (a checkpoint's size each), see
+        ``atomic_io.remove_leftover_staging``; one log line when there were any."""
+        if not self.enabled:
+            return
+        count, freed = atomic_io.remove_leftover_staging(self.directory)
+        if count:
+            logger.info("removed %d leftover staging file(s) of interrupted writes from %s: %.1f MiB (%d bytes) "
+                        "freed", count, self.directory, freed / 2 ** 20, freed)
+
     def start_fresh(self, overwrite=False, logger=None):
         """A new run in this folder: refuse a folder holding another run's checkpoints unless
         ``overwrite``; then a new run id and an empty index (the earlier files are left alone)."""
@@ -200,6 +272,7 @@ class CheckpointManager:
         if earlier:
             logger.info("--overwrite: starting a new run in %s; the %d earlier checkpoint file(s) there are "
                         "left alone and never rotated (%s)", self.directory, len(earlier), _preview(earlier))
+        self._remove_leftovers(logger)
         self.run_id = uuid.uuid4().hex
         self.records = []
         self._write_index()
@@ -220,6 +293,7 @@ class CheckpointManager:
                     "files are left alone; same-named ones are replaced), or another --ckpt_save_dir.")
             logger.info("--overwrite: %s holds another run's checkpoints; they are left alone and never rotated",
                         self.directory)
+        self._remove_leftovers(logger)
         self.run_id = run_id or uuid.uuid4().hex  # checkpoints from before run ids: a new id from now on
         records = index[1] if same_run else []
         self.records = [r for r in records if r["epoch"] <= epoch]

@@ -9,6 +9,7 @@ whether and from where to resume and sends the state to every rank, so ranks tha
 checkpoint folder (no shared file system) continue identically. The learning-rate schedule is not
 state: it is rebuilt from the config, so a run can be extended (``--epoch_size``) on resume.
 """
+import logging
 import math
 import os
 import time
@@ -46,6 +47,24 @@ def _check_inputs(args):
     if args.resume_opt:
         _resume_opt_to_resume(args)
     data_setup.check_data_dirs(args, [args.train_split] + ([args.val_split] if args.val_while_train else []))
+    _check_schedule(args)
+
+
+# steps per epoch of the schedule checked before the data is scanned: enough for the checks that count
+# steps (cyclic's two per cycle); the real count is checked again when the run builds its schedule
+CHECK_STEPS_PER_EPOCH = 100
+
+
+def _check_schedule(args):
+    """The schedule's keys, checked before any rank joins the cluster; its notes are logged once,
+    when the run builds the real schedule."""
+    schedule_logger = logging.getLogger(create_scheduler.__module__)
+    level = schedule_logger.level
+    schedule_logger.setLevel(logging.ERROR)
+    try:
+        _create_lr(args, steps_per_epoch=CHECK_STEPS_PER_EPOCH)
+    finally:
+        schedule_logger.setLevel(level)
 
 
 def _resume_opt_to_resume(args):
@@ -65,6 +84,14 @@ def _resume_opt_to_resume(args):
 
 
 # ---------------------------------------------------------------------------------- build
+def _create_lr(args, steps_per_epoch):
+    return create_scheduler(
+        steps_per_epoch, scheduler=args.scheduler, lr=args.lr, min_lr=args.min_lr,
+        warmup_epochs=args.warmup_epochs, warmup_factor=args.warmup_factor, decay_epochs=args.decay_epochs,
+        decay_rate=args.decay_rate, milestones=args.multi_step_decay_milestones, num_epochs=args.epoch_size,
+        num_cycles=args.num_cycles, cycle_decay=args.cycle_decay, lr_epoch_stair=args.lr_epoch_stair)
+
+
 def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
     net = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes,
                        in_channels=args.in_channels, drop_rate=args.drop_rate, drop_path_rate=args.drop_path_rate,
@@ -76,11 +103,7 @@ def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
         broadcast_parameters(net)  # identical starting weights on every rank, whatever the initialisers
     if getattr(args, "sync_bn", False):
         data_setup.convert_sync_bn(net, args, logger)
-    lr = create_scheduler(
-        steps_per_epoch, scheduler=args.scheduler, lr=args.lr, min_lr=args.min_lr,
-        warmup_epochs=args.warmup_epochs, warmup_factor=args.warmup_factor, decay_epochs=args.decay_epochs,
-        decay_rate=args.decay_rate, milestones=args.multi_step_decay_milestones, num_epochs=args.epoch_size,
-        num_cycles=args.num_cycles, cycle_decay=args.cycle_decay, lr_epoch_stair=args.lr_epoch_stair)
+    lr = _create_lr(args, steps_per_epoch)
     optimizer = create_optimizer(
         net, opt=args.opt, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
         nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter, eps=args.eps,
@@ -200,6 +223,7 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
     progress = Progress(steps_per_epoch, f"epoch {epoch + 1}/{args.epoch_size}", enabled=main_process)
     epoch_start = time.time()
     loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
+    scale_value = math.nan
     window_start, window_images = time.time(), 0
     t_fetch = time.time()
     for step_in_epoch, (images, labels) in enumerate(train_data):
@@ -234,8 +258,9 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
     if skipped:
         logger.warning("epoch %d: %d unreadable image(s) skipped (see the warnings above)", epoch + 1, skipped)
     if loss_count == 0:
-        logger.warning("epoch %d: every step overflowed; no update was applied and the train loss is NaN",
-                       epoch + 1)
+        cause = "" if guard.any_update else f"; {guard.likely_cause(scale_value)}"
+        logger.warning("epoch %d: every step overflowed; no update was applied and the train loss is NaN%s",
+                       epoch + 1, cause)
     return {"epoch": epoch + 1, "train_loss": loss_sum / loss_count if loss_count else math.nan,
             "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1, len(lr) - 1)]),
             "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
@@ -320,7 +345,8 @@ def _train(args, dist, save_dir):
         logger.info("data pipeline alone: %.0f img/s (%d rank(s), %d worker(s) each; measured before training)",
                     loader_rate, world, args.num_parallel_workers)
 
-    guard = OverflowGuard(args.amp_level, args.max_consecutive_overflows, args.ckpt_save_dir, logger)
+    guard = OverflowGuard(args.amp_level, args.max_consecutive_overflows, args.ckpt_save_dir, logger,
+                          batch_per_rank=args.batch_size, image_size=args.image_resize)
     summary = TrainingSummary(args.summary_dir, enabled=main_process and bool(args.summary_dir),
                               resume_step=start_epoch * steps_per_epoch if resumed else None)
     try:

@@ -35,11 +35,13 @@ while the others wait and then check the result (``weights_cache``: records, sta
 import codecs
 import hashlib
 import http.client
+import json
 import logging
 import os
 import shlex
 import urllib.error
 import urllib.request
+import zipfile
 from dataclasses import asdict
 
 from .. import convert
@@ -200,11 +202,13 @@ def _digest_problem(digest, src, recorded=None, record_path=None):
     return None
 
 
-def _content_problem(path, fmt):
-    """Why the file at ``path`` cannot be ``fmt`` weights, from its first bytes (None if it may be).
+def _content_problem(path, fmt, hash_published=False):
+    """Why the file at ``path`` cannot be ``fmt`` weights (None if it may be): its first bytes, and
+    the size its own format declares.
 
     Catches what a server sends instead of the file (an error, login or 'moved' page), which is what
-    breaks every later run when no hash is published."""
+    breaks every later run when no hash is published, and a transfer cut short without a
+    Content-Length (see ``_declared_size_problem``)."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         head = f.read(512)
@@ -221,12 +225,100 @@ def _content_problem(path, fmt):
                     f"redirect page)")
     if fmt == "safetensors":
         length = int.from_bytes(head[:8], "little") if len(head) >= 8 else 0
-        if len(head) < 9 or head[8:9] != b"{" or length < 2 or 8 + length > size:
+        if len(head) < 9 or head[8:9] != b"{" or length < 2:
             return "is not a safetensors file (no JSON header after the 8-byte length)"
+        if 8 + length > size:
+            return f"is cut short: it has {size} bytes, its safetensors header alone {8 + length} ({_CUT})"
     elif fmt == "pth":
         if not (head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"):
             return "is not a PyTorch file (neither a zip archive nor a pickle)"
+    return _declared_size_problem(path, fmt, size, head, hash_published)
+
+
+_CUT = "the transfer stopped early or the file is damaged"
+_SAFETENSORS_MAX_HEADER = 100_000_000  # the safetensors format's own limit
+_CKPT_MAX_ENTRIES = 4_000_000  # far more than any model's checkpoint: beyond it the walk stops
+
+
+def _declared_size_problem(path, fmt, size, head, hash_published):
+    """Whether the file is as long as its format says: safetensors (8 + header length + the largest
+    ``data_offsets`` end), a zip archive (.pth of torch >= 1.6: the central directory at the end, each
+    member inside the file), a MindSpore .ckpt (its protobuf entries, walked: only where no hash is
+    published, which alone decides otherwise). A legacy-pickle .pth declares no size cheaply."""
+    if fmt == "safetensors":
+        return _safetensors_size_problem(path, size)
+    if fmt == "pth" and head.startswith(b"PK\x03\x04"):
+        return _zip_size_problem(path, size)
+    if fmt == "ckpt" and not hash_published:
+        return _ckpt_size_problem(path, size)
     return None
+
+
+def _safetensors_size_problem(path, size):
+    with open(path, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if length > _SAFETENSORS_MAX_HEADER:
+            return f"is not a safetensors file (its header would be {length} bytes)"
+        try:
+            header = json.loads(f.read(length))
+            ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+            if not all(isinstance(e, int) and e >= 0 for e in ends):
+                raise ValueError("data_offsets")
+        except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+            return "is not a safetensors file (its JSON header cannot be read)"
+    declared = 8 + length + max(ends, default=0)
+    if size < declared:
+        return f"is cut short: it has {size} bytes, its safetensors header declares {declared} ({_CUT})"
+    if size > declared:
+        return f"has {size - declared} bytes after the end its safetensors header declares ({declared} bytes)"
+    return None
+
+
+def _zip_size_problem(path, size):
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+            directory = getattr(archive, "start_dir", size)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        return (f"is cut short: a zip archive (PyTorch file) of {size} bytes without its central directory at "
+                f"the end ({_CUT})")
+    for m in members:
+        end = m.header_offset + 30 + len(m.orig_filename.encode("utf-8", "replace")) + m.compress_size
+        if end > min(directory, size):
+            return (f"is cut short: its zip member {m.filename} ends at byte {end}, past the data of this "
+                    f"{size}-byte file ({_CUT})")
+    return None
+
+
+def _ckpt_size_problem(path, size):
+    """A MindSpore .ckpt is a sequence of protobuf entries (field 1, length-delimited), optionally
+    followed by MindSpore's 17-byte ``crc_num`` trailer. A cut that falls exactly between two entries
+    cannot be seen."""
+    pos = entries = 0
+    with open(path, "rb") as f:
+        while pos < size and entries < _CKPT_MAX_ENTRIES:
+            f.seek(pos)
+            head = f.read(11)
+            if size - pos == 17 and head.startswith(b"crc_num"):
+                return None
+            length, used = _varint(head, 1)
+            if head[:1] != b"\x0a" or length is None:
+                return f"is not a MindSpore checkpoint (no checkpoint entry at byte {pos})"
+            pos += used + length
+            entries += 1
+    if pos > size:
+        return f"is cut short: it has {size} bytes, its last checkpoint entry ends at byte {pos} ({_CUT})"
+    return None
+
+
+def _varint(data, start):
+    """``(value, bytes used incl. start)`` of the protobuf varint at ``data[start:]``; (None, 0) if bad."""
+    value = 0
+    for i, byte in enumerate(data[start:start + 10]):
+        value |= (byte & 0x7F) << (7 * i)
+        if byte < 0x80:
+            return value, start + i + 1
+    return None, 0
 
 
 def _verify(path, src, url, digest=None, recorded=None, record_path=None):
@@ -243,7 +335,7 @@ def _verify(path, src, url, digest=None, recorded=None, record_path=None):
     if getattr(src, "size", None) is not None and size != src.size:
         problem = f"has {size} bytes, expected {src.size}"
     problem = problem or _digest_problem(digest, src, recorded, record_path) or \
-        _content_problem(path, getattr(src, "fmt", None))
+        _content_problem(path, getattr(src, "fmt", None), _published(src)[0] is not None)
     if problem:
         remove_quietly(path)
         remove_quietly(record_file(path))
@@ -266,7 +358,8 @@ def _check_cached(dest, src, url):
     digest = sha256_of(dest)
     size = os.path.getsize(dest)
     problem = f"has {size} bytes, expected {src.size}" if src.size is not None and size != src.size else None
-    problem = problem or _digest_problem(digest, src, recorded, record_file(dest)) or _content_problem(dest, src.fmt)
+    problem = problem or _digest_problem(digest, src, recorded, record_file(dest)) or \
+        _content_problem(dest, src.fmt, _published(src)[0] is not None)
     if problem:
         # the record goes too where it describes this very file or contradicts the published hash
         record_bad = recorded is not None and (recorded == digest or _digest_problem(recorded, src) is not None)

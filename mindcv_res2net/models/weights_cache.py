@@ -4,13 +4,16 @@
   before the file appears under its name;
 - staging files are named ``.<file>.<pid>.<random>.<suffix>`` beside their target, so writers never
   clash; ``remove_stale_temps`` removes those of killed processes;
-- ``cache_lock(target)`` holds ``<target>.lock`` (``flock``) while one process produces ``target``.
+- ``cache_lock(target)`` holds ``<target>.lock`` (``flock``) while one process produces ``target``;
+  a symbolic link at that name is refused (``O_NOFOLLOW``), never written through.
 """
 import contextlib
+import errno
 import glob
 import logging
 import os
 import secrets
+import shlex
 import socket
 import time
 
@@ -143,8 +146,12 @@ def _acquire(fcntl, lock, target):
     waited = False
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UserError(f"the lock file {lock} of the weights cache is a symbolic link: it is never "
+                                f"written through a link (that would overwrite the file it points to). Remove it "
+                                f"(rm {shlex.quote(lock)}) and run again.") from None
             _warn_no_locking(lock, exc)
             return None
         try:
@@ -177,10 +184,15 @@ def _acquire(fcntl, lock, target):
 
 def _lock_holder(lock):
     try:
-        with open(lock) as f:
-            return f.read().strip() or "holder unknown"
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return "holder unknown"
+    try:
+        return os.read(fd, 4096).decode(errors="replace").strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"
+    finally:
+        os.close(fd)
 
 
 def _warn_no_locking(lock, exc):

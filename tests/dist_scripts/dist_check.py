@@ -10,6 +10,9 @@ grads:      gradients of a small Dense net (no BatchNorm) on a fixed global batc
             writes OUT_DIR/grads_rank<R>.npz (OUT_DIR/grads_single.npz when not distributed).
 die:        after init and a few all-reduces, rank --kill-rank dies; the others keep
             all-reducing (they must be stopped by the watchdog / launcher, not finish).
+stats:      parameters_divergence and average_batch_norm_statistics on weights that agree on every
+            rank and on weights that differ by a known amount (meant for 3 or more ranks, where a
+            float32 sum divided by the rank count rounds). Writes OUT_DIR/stats_rank<R>.json.
 bcast:      broadcast_parameters on parameters of every dtype (with -0.0, NaN payloads,
             subnormals, extreme integers) and on a TrainStep cell (AdamW, dynamic loss scale,
             EMA, accumulation) whose state differs per rank; broadcast_object; a rank whose
@@ -212,6 +215,41 @@ def mode_bcast(info, out_dir):
         json.dump(result, fh, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v))
 
 
+class StatsCell(nn.Cell):
+    """A weight and BatchNorm-style moving statistics, set from numpy."""
+
+    def __init__(self, weight, mean, var):
+        super().__init__()
+        self.w = ms.Parameter(ms.Tensor(weight), name="w")
+        self.bn_moving_mean = ms.Parameter(ms.Tensor(mean), name="bn.moving_mean", requires_grad=False)
+        self.bn_moving_variance = ms.Parameter(ms.Tensor(var), name="bn.moving_variance", requires_grad=False)
+
+
+def stats_values(rank, differ):
+    """(weight, mean, var) of ``rank``: the same on every rank unless ``differ``."""
+    rng = np.random.RandomState(31)
+    weight, mean = rng.normal(0, 1, 997).astype(np.float32), rng.normal(0, 1, 64).astype(np.float32)
+    var = rng.uniform(0.1, 3, 64).astype(np.float32)
+    if differ:
+        weight = weight + np.float32(1e-3) * np.float32(rank) * np.arange(997, dtype=np.float32)
+        mean, var = mean * np.float32(1 + 0.1 * rank), var + np.float32(0.25 * rank)
+    return weight, mean, var
+
+
+def mode_stats(info, out_dir):
+    result = {"rank": info.rank, "world_size": info.world_size}
+    for differ in (False, True):
+        weight, mean, var = stats_values(info.rank, differ)
+        cell = StatsCell(weight, mean, var)
+        tag = "differ" if differ else "same"
+        result[f"divergence_{tag}"] = dist.parameters_divergence(cell)
+        dist.average_batch_norm_statistics(cell)
+        result[f"mean_{tag}"] = cell.bn_moving_mean.asnumpy().view(np.uint32).tolist()
+        result[f"var_{tag}"] = cell.bn_moving_variance.asnumpy().view(np.uint32).tolist()
+    with open(os.path.join(out_dir, f"stats_rank{info.rank}.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh)
+
+
 def mode_grads(info, out_dir):
     net = make_net(seed=7)
     loss_fn = nn.SoftmaxCrossEntropyWithLogits(sparse=True, reduction="mean")
@@ -264,7 +302,7 @@ def mode_die(info, out_dir, kill_rank, how):
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", help="basic, grads, die, bcast, or a comma-separated list such as basic,grads")
+    parser.add_argument("mode", help="basic, grads, die, bcast, stats, or a comma-separated list such as basic,grads")
     parser.add_argument("out_dir")
     parser.add_argument("--distribute", default="auto")
     parser.add_argument("--graph", action="store_true", help="GRAPH_MODE (as train.py's mode 0) before init")
@@ -294,6 +332,8 @@ def main():
             mode_die(info, args.out_dir, args.kill_rank, args.kill_how)
         elif mode == "bcast":
             mode_bcast(info, args.out_dir)
+        elif mode == "stats":
+            mode_stats(info, args.out_dir)
         else:
             parser.error(f"unknown mode {mode}")
     if info.rank == args.linger_rank:

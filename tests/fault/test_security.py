@@ -38,20 +38,27 @@ def _is_const(node, value):
     return isinstance(node, ast.Constant) and node.value is value
 
 
+_UNPICKLERS = {"pickle.Unpickler", "pickle._Unpickler"}  # the C unpickler, and the pure-Python one
+# what a restricted unpickler may use of pickle: its base class and instruction table, the opcodes it
+# replaces (BUILD, BYTEARRAY8) and the error it raises
+_ALLOWED_PICKLE_USES = _UNPICKLERS | {"pickle._Unpickler.dispatch", "pickle.BUILD", "pickle.BYTEARRAY8",
+                                      "pickle.UnpicklingError"}
+
+
 def _restricted_unpickler_only(tree):
-    """pickle is imported only to subclass ``pickle.Unpickler`` with its own ``find_class`` and
-    ``persistent_load`` (the torch-free .pth reader), and never used otherwise."""
+    """pickle is imported only to subclass its unpickler with an own ``find_class`` and
+    ``persistent_load`` (the torch-free .pth reader), or to catch ``pickle.UnpicklingError`` (the module
+    that runs that unpickler), and never used otherwise."""
+    uses = {_dotted(n) for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n).startswith("pickle.")}
     subclasses = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
-                  and any(_dotted(b) == "pickle.Unpickler" for b in n.bases)]
+                  and any(_dotted(b) in _UNPICKLERS for b in n.bases)]
     if not subclasses:
-        return False
+        return uses <= {"pickle.UnpicklingError"} and bool(uses)
     for cls in subclasses:
         methods = {f.name for f in cls.body if isinstance(f, ast.FunctionDef)}
         if not {"find_class", "persistent_load"} <= methods:
             return False
-    allowed = {"pickle.Unpickler", "pickle.UnpicklingError"}
-    uses = {_dotted(n) for n in ast.walk(tree) if isinstance(n, ast.Attribute) and _dotted(n).startswith("pickle.")}
-    return uses <= allowed
+    return uses <= _ALLOWED_PICKLE_USES
 
 
 def scan(source, filename="<src>"):
