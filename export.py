@@ -4,17 +4,23 @@ The exported network is the inference-optimised one (``optimize_for_inference``:
 stage-block convolutions merged, only ONNX-exportable operators), compiled in graph mode.
 
     python export.py --model res2net50 --ckpt_path res2net50.ckpt --file_format MINDIR --out res2net50
+    python export.py --ckpt_path ckpt/fashion_mnist/res2net50_best.ckpt --file_format ONNX   # a train.py checkpoint
     python export.py --model res2net50_v1b --pretrained --file_format ONNX --out v1b.onnx
     python export.py --model res2net50 --ckpt_path r50.ckpt --file_format ONNX --dynamic_batch false --batch_size 8
 
 Batch dimension: ONNX files take any batch size by default (``--dynamic_batch false``: the fixed
 ``--batch_size``); MINDIR files have the fixed ``--batch_size`` unless ``--dynamic_batch`` is given.
 
-Metadata: the file describes itself (``mindcv_res2net.runtimes``: model name, class names, input
-size, mean/std, crop_pct, interpolation, number of classes, toolkit version), in the ONNX file's
-``metadata_props`` or the MINDIR model's ``user_info`` map, so that ``validate.py --onnx_path`` /
-``--mindir_path`` and ``predict.py --onnx_path`` preprocess and name classes as the model was
-trained. Class names: ``--class_names FILE``, else those stored in the checkpoint, else ImageNet's
+Metadata: the file describes itself (``mindcv_res2net.runtimes``: model name, number of classes,
+the evaluation preprocessing (the config keys, and input size, mean/std, crop_pct, interpolation),
+label names, display names, toolkit version), in the ONNX file's ``metadata_props`` or the MINDIR
+model's ``user_info`` map, so that ``validate.py --onnx_path`` / ``--mindir_path`` and ``predict.py
+--onnx_path`` preprocess and label images as the model was trained. Preprocessing and model: each
+from the first of the command line (``--image_size``, ``--crop_pct``, ``--interpolation``,
+``--mean``, ``--std``, ``--in_channels``, ``--model``), the ``-c`` YAML file, the checkpoint
+(train.py stores them), the model's defaults; one line says where each came from. Label names: the
+class folders training used (stored in train.py's checkpoints), else the sorted ImageNet-1k WordNet
+ids for 1000 classes. Display names: ``--class_names FILE``, else the checkpoint's, else ImageNet's
 for 1000 classes, else ``class_<i>``. ONNX export needs the deployment extra
 (``pip install 'mindcv_res2net[deploy]'``: onnx, onnxruntime).
 
@@ -30,6 +36,7 @@ import numpy as np
 
 from mindcv_res2net.class_names import resolve_class_names
 from mindcv_res2net.cli import run_main
+from mindcv_res2net.cli.config import add_preprocessing_options, deploy_layers
 from mindcv_res2net.cli.options import (BoolFlag, Parser, add_debug, add_device_target, non_negative_int,
                                         positive_int)
 from mindcv_res2net.errors import UserError
@@ -40,7 +47,8 @@ from mindcv_res2net.runtimes import export_network, make_metadata, require_onnx
 def build_parser():
     parser = Parser(prog="export.py", description=__doc__.split("\n\n")[0],
                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", required=True, help="model name (see mindcv_res2net.list_models())")
+    parser.add_argument("--model", default=None, help="model name (see mindcv_res2net.list_models()); default: the "
+                                                       "one the checkpoint names (train.py's do)")
     parser.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint (ours or MindCV's) or PyTorch file")
     parser.add_argument("--pretrained", action=BoolFlag, help="load the published pretrained weights")
     parser.add_argument("--ema", action=BoolFlag, help="use the checkpoint's EMA weights")
@@ -49,7 +57,9 @@ def build_parser():
     parser.add_argument("--in_channels", type=positive_int, default=None,
                         help="input channels (default: the checkpoint's, else 3)")
     parser.add_argument("--image_size", type=positive_int, default=None,
-                        help="input height and width (default: the model's, 224; DLA: a multiple of 32)")
+                        help="input height and width (default: the checkpoint's, else the model's, 224; DLA: a "
+                             "multiple of 32)")
+    add_preprocessing_options(parser)
     parser.add_argument("--batch_size", type=positive_int, default=1, help="batch size of the exported input")
     parser.add_argument("--file_format", type=str.upper, default="MINDIR", choices=sorted(SUFFIXES),
                         help="MINDIR, ONNX or AIR (AIR needs an Ascend device)")
@@ -84,17 +94,66 @@ def _check_device(file_format):
     return target
 
 
-def main(argv):
+def parse_args(argv):
+    """The options, checked before MindSpore loads."""
     args = build_parser().parse_args(argv)
-    dynamic = args.file_format == "ONNX" if args.dynamic_batch is None else args.dynamic_batch
-    if dynamic and args.file_format == "AIR":
-        raise UserError("--dynamic_batch is for --file_format ONNX or MINDIR only")
-    path = output_path(args.out, args.model, args.file_format)
-    if args.file_format == "ONNX":
-        require_onnx("export.py --file_format ONNX (the file's metadata and variable batch)")
+    args.layers = deploy_layers(args)
+    args.given_model = next((keys["model"] for _, keys in args.layers if keys.get("model")), None)
+    if not args.given_model and not args.ckpt_path:
+        raise UserError("no model: pass --model NAME, or --ckpt_path FILE of a checkpoint that names its model "
+                        "(train.py's do)")
     if args.class_names and not os.path.isfile(args.class_names):
         raise UserError(f"class-names file not found: {args.class_names}. Pass a text file with one class "
                         f"name per line.")
+    return args
+
+
+def _build(args):
+    """``(network, info, preprocessing, its sources)``; the model from --model / -c, else the checkpoint."""
+    from mindcv_res2net.deploy import (build_inference_model, check_image_size, checkpoint_metadata,
+                                       model_from_checkpoint, model_preprocessing)
+
+    meta = checkpoint_metadata(args.ckpt_path) if args.ckpt_path else {}
+    given_by = next((source for source, keys in args.layers if keys.get("model")), "--model")
+    model = model_from_checkpoint(args.given_model, args.ckpt_path, meta, given_by)
+    if args.image_size is not None:
+        check_image_size(model, args.image_size)
+    if not args.ckpt_path and not args.pretrained:
+        print("warning: neither --ckpt_path nor --pretrained given: exporting randomly initialised weights",
+              file=sys.stderr)
+    value = {key: next((keys[key] for _, keys in args.layers if keys.get(key) is not None), None)
+             for key in ("num_classes", "in_channels")}
+    net, info = build_inference_model(model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
+                                      num_classes=value["num_classes"], in_channels=value["in_channels"],
+                                      use_ema=args.ema, meta=meta)
+    prep, sources = model_preprocessing(args.layers, info, args.ckpt_path)
+    return net, info, prep, sources
+
+
+def _metadata(args, info, prep):
+    import mindspore as ms
+    from mindcv_res2net.deploy import export_labels
+
+    labels, label_source, display = None, None, None
+    if info["num_classes"] > 0:
+        stored = info["meta"].get("class_names")
+        labels, label_source = export_labels(info["num_classes"], stored)
+        display = resolve_class_names(info["num_classes"], class_names_file=args.class_names, saved_names=stored,
+                                      source=f"checkpoint {args.ckpt_path}")
+    return make_metadata(info["model"], info["num_classes"], prep.input_size, preprocessing=prep,
+                         label_names=labels, label_source=label_source, display_names=display,
+                         weights=info["weights"], mindspore_version=ms.__version__)
+
+
+def main(argv):
+    args = parse_args(argv)
+    dynamic = args.file_format == "ONNX" if args.dynamic_batch is None else args.dynamic_batch
+    if dynamic and args.file_format == "AIR":
+        raise UserError("--dynamic_batch is for --file_format ONNX or MINDIR only")
+    if args.given_model:
+        output_path(args.out, args.given_model, args.file_format)  # a bad --out, before any work
+    if args.file_format == "ONNX":
+        require_onnx("export.py --file_format ONNX (the file's metadata and variable batch)")
 
     import mindspore as ms
 
@@ -103,38 +162,22 @@ def main(argv):
         ms.set_device(args.device_target)
     _check_device(args.file_format)
 
-    from mindcv_res2net.deploy import build_inference_model, check_image_size
-    from mindcv_res2net.models import is_model
-    from mindcv_res2net.models.factory import create_model
+    from mindcv_res2net.data.transforms import describe_preprocessing
 
-    if not is_model(args.model):
-        create_model(args.model)  # the factory's UserError, with suggestions
-    if args.image_size is not None:
-        check_image_size(args.model, args.image_size)
-    if not args.ckpt_path and not args.pretrained:
-        print("warning: neither --ckpt_path nor --pretrained given: exporting randomly initialised weights",
-              file=sys.stderr)
-    net, info = build_inference_model(args.model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
-                                      num_classes=args.num_classes, in_channels=args.in_channels,
-                                      use_ema=args.ema)
-    cfg_size = tuple(info["default_cfg"].get("input_size", (3, 224, 224)))[-1]
-    size = check_image_size(args.model, args.image_size or cfg_size)
-    shape = (args.batch_size, info["in_channels"], size, size)
+    net, info, prep, sources = _build(args)
+    path = output_path(args.out, info["model"], args.file_format)
+    shape = (args.batch_size, *prep.input_size)
     if dynamic and args.file_format == "MINDIR":
         x = ms.Tensor(shape=[None, *shape[1:]], dtype=ms.float32)
     else:
         x = ms.Tensor(np.zeros(shape, np.float32))
     output = "logits" if info["num_classes"] > 0 else "features"
-    names = None
-    if info["num_classes"] > 0:
-        names = resolve_class_names(info["num_classes"], class_names_file=args.class_names,
-                                    saved_names=info["meta"].get("class_names"), source=args.ckpt_path)
-    metadata = make_metadata(args.model, info["num_classes"], shape[1:], default_cfg=info["default_cfg"],
-                             class_names=names, weights=info["weights"], mindspore_version=ms.__version__)
+    print(describe_preprocessing(prep, sources))
     export_network(net, (x,), path, args.file_format, input_names=["input"], output_names=[output],
-                   dynamic_batch=dynamic, metadata=metadata)
+                   dynamic_batch=dynamic, metadata=_metadata(args, info, prep))
     batch = "N" if dynamic else str(args.batch_size)
-    print(f"exported {args.model} ({info['weights']}; {info['num_classes']} classes, input "
+    size = prep.image_resize
+    print(f"exported {info['model']} ({info['weights']}; {info['num_classes']} classes, input "
           f"{batch}x{info['in_channels']}x{size}x{size}) as {args.file_format} to {path}")
     return 0
 

@@ -1,6 +1,7 @@
 """Classify images with a Res2Net model: top-k classes and probabilities per image.
 
     python predict.py --model res2net50 --pretrained photos/ cat.jpg --topk 5
+    python predict.py --ckpt_path ckpt/fashion_mnist/res2net50_best.ckpt shirt.png    # a train.py checkpoint
     python predict.py --model res2net50_v1b --ckpt_path finetuned.ckpt images/ --json preds.json
     python predict.py --model res2net50 --ckpt_path r50.ckpt img.png --json -     # JSON on stdout
     python predict.py --onnx_path res2net50.onnx photos/          # the exported file, in onnxruntime
@@ -9,13 +10,20 @@ Inputs: image files and folders (searched recursively for image files, following
 links; each real folder is walked once, so link cycles end, and each file is listed once).
 Every image is decoded whatever its mode (RGB, grey, palette, alpha, CMYK, 16-bit,
 EXIF-rotated; images other than JPEG above 40 MP are refused, see the data package's
-``decode.MAX_NON_JPEG_PIXELS``) and preprocessed exactly as validate.py does (resize the
-shorter side to ``image_size / crop_pct``, centre crop, normalise, from the model's default
-configuration). An unreadable file is named in a warning
-on stderr and skipped. The network runs inference-optimised (``optimize_for_inference``).
+``decode.MAX_NON_JPEG_PIXELS``) and preprocessed exactly as validate.py does, by the same
+evaluation transform (``data.transforms.EvalPreprocessing``). An unreadable file is named in a
+warning on stderr and skipped. The network runs inference-optimised (``optimize_for_inference``).
+
+Preprocessing (dataset, image size, crop_pct, interpolation, mean, std, channels) and the model:
+each from the first of the command line (``--image_size``, ``--crop_pct``, ``--interpolation``,
+``--mean``, ``--std``, ``--in_channels``, ``--model``), the ``-c`` YAML file (train.py's or
+validate.py's), the checkpoint (train.py stores how its model was evaluated, and its name) or the
+exported file's metadata, the model's defaults (MindCV checkpoints store none: 224 px, crop 0.875,
+ImageNet mean/std). One line on stderr says where each came from.
 
 Class names: ``--class_names FILE`` (one per line), else the names saved with a fine-tuned
-checkpoint, else the ImageNet-1k names for 1000-class models, else ``class_<i>``.
+checkpoint (its class-folder names) or the exported file's display names, else the ImageNet-1k
+names for 1000-class models, else ``class_<i>``.
 
 Exported files: ``--onnx_path FILE`` (onnxruntime, ``pip install 'mindcv_res2net[deploy]'``) or
 ``--mindir_path FILE`` (MindSpore) instead of ``--model`` and weights. The file's metadata (written
@@ -25,6 +33,7 @@ A user's mistake prints one line (``error: ...``) and exits with status 2.
 import argparse
 
 from mindcv_res2net.cli import run_main
+from mindcv_res2net.cli.config import add_preprocessing_options, deploy_layers
 from mindcv_res2net.cli.options import BoolFlag, Parser, add_debug, add_device_target, positive_int
 from mindcv_res2net.errors import UserError
 from mindcv_res2net.runtimes import check_deployed_path
@@ -35,7 +44,8 @@ def build_parser():
                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", help="image files and/or folders")
     parser.add_argument("--model", default=None,
-                        help="model name (see mindcv_res2net.list_models()); not needed with --onnx_path")
+                        help="model name (see mindcv_res2net.list_models()); default: the one the checkpoint "
+                             "names (train.py's do); not needed with --onnx_path")
     parser.add_argument("--onnx_path", default=None, help="an ONNX file written by export.py, run by onnxruntime")
     parser.add_argument("--mindir_path", default=None, help="a MINDIR file written by export.py, run by MindSpore")
     parser.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint (ours or MindCV's) or PyTorch file")
@@ -46,8 +56,8 @@ def build_parser():
     parser.add_argument("--in_channels", type=positive_int, default=None,
                         help="input channels, 3 (RGB) or 1 (grey) (default: the checkpoint's, else 3)")
     parser.add_argument("--image_size", type=positive_int, default=None,
-                        help="crop size (default: the model's, 224; DLA: a multiple of 32)")
-    parser.add_argument("--crop_pct", type=float, default=None, help="centre-crop fraction (default: the model's)")
+                        help="crop size (default: the checkpoint's, else the model's, 224; DLA: a multiple of 32)")
+    add_preprocessing_options(parser)
     parser.add_argument("--topk", type=positive_int, default=5, help="classes shown per image")
     parser.add_argument("--batch_size", type=positive_int, default=8, help="images per forward pass")
     parser.add_argument("--class_names", default=None, help="text file with one class name per line")
@@ -74,13 +84,15 @@ def parse_args(argv):
         if weights:
             raise UserError(f"{files[0]} runs the exported file with the weights it holds: leave out {weights[0]}")
         check_deployed_path(args.onnx_path or args.mindir_path, files[0])
+    args.layers = deploy_layers(args)
+    if files:
         return args
-    if not args.model:
-        raise UserError("no model: pass --model NAME with --ckpt_path FILE or --pretrained, or an exported file "
-                        "with --onnx_path FILE")
     if not args.ckpt_path and not args.pretrained:
         raise UserError("no weights: pass --ckpt_path FILE (a MindSpore checkpoint, ours or MindCV's) or "
                         "--pretrained")
+    if not args.ckpt_path and not any(keys.get("model") for _, keys in args.layers):
+        raise UserError("no model: pass --model NAME with --pretrained, --ckpt_path FILE (train.py's "
+                        "checkpoints name their model), or an exported file with --onnx_path FILE")
     return args
 
 

@@ -8,8 +8,11 @@ validation image.
     python validate.py --data_dir /path/to/imagenet --mindir_path res2net50.mindir        # MindSpore GraphCell
     python validate.py --data_dir /path/to/imagenet --onnx_path res2net50.onnx --ckpt_path res2net50.ckpt
 
-An exported file brings its model name and preprocessing (image size, crop_pct, interpolation,
-mean, std) in its metadata; a key set on the command line or in the YAML file wins. With
+A checkpoint written by train.py brings its model name and the preprocessing it was evaluated with
+(dataset, image size, crop_pct, interpolation, mean, std, channels), and so does an exported file
+in its metadata: a key set on the command line or in the YAML file wins, then the checkpoint's,
+then the file's, then the defaults. One log line says where each came from. A MindCV checkpoint
+stores none: nothing changes for it. With
 ``--ckpt_path`` as well, both are evaluated on the same batches and reported; a file that gives an
 image another top-1 class than the checkpoint (beyond ties) ends the run with an error.
 """
@@ -25,7 +28,7 @@ def main(argv):
         return 0
     from mindcv_res2net.engine.validation import validate
 
-    validate(args, given_keys=given_keys(argv, args.config))
+    validate(args, given_keys=given_keys(argv, args.config), cli_keys=given_keys(argv))
     return 0
 
 

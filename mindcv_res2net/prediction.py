@@ -2,8 +2,9 @@
 from a file written by ``export.py`` (``--onnx_path`` / ``--mindir_path``).
 
 - ``collect_images(inputs)``: the image files named or found in folders, each once.
-- ``Preprocessor(image_size, in_channels, cfg, crop_pct)``: a file -> the CHW array the model
-  takes, exactly as validate.py's evaluation pipeline makes it.
+- ``Preprocessor(preprocessing)``: a file -> the CHW array the model takes, exactly as
+  validate.py's evaluation pipeline makes it (``data.transforms.EvalPreprocessing``: the same
+  keys, the same transform).
 - ``predict_arrays(net, arrays, batch_size)``, ``softmax``, ``top_k``, ``format_table``.
 - ``predict(args)``: predict.py's parsed options -> the table on stdout and/or the JSON result.
 
@@ -12,6 +13,11 @@ given, one source of the model); it then checks the model name, the class-names 
 inputs before building anything. The model comes from ``deploy.build_inference_model`` (a checkpoint or the
 published weights) or ``runtimes.open_deployed`` (an exported file, whose metadata gives the
 model name, class names and preprocessing); the class names from ``class_names``.
+
+Preprocessing: each key of ``EvalPreprocessing`` from the first of: the command line, the ``-c``
+file (``args.layers``, made by ``predict.parse_args``), the checkpoint's stored preprocessing
+(train.py stores it) or the exported file's metadata, the model's defaults (so a MindCV
+checkpoint, which stores none, is fed as before). One line on stderr says where each came from.
 """
 import json
 import os
@@ -24,8 +30,8 @@ from .atomic_io import write_text_atomic
 from .class_names import resolve_class_names
 from .data import decode
 from .data.decode import IMAGE_EXTENSIONS
-from .data.transforms import create_transforms
-from .deploy import build_inference_model, check_image_size
+from .data.transforms import EvalPreprocessing, describe_preprocessing, resolve_eval_preprocessing
+from .deploy import build_inference_model, checkpoint_metadata, model_from_checkpoint, model_preprocessing
 from .errors import UserError
 from .models import is_model
 from .models.factory import create_model
@@ -84,32 +90,22 @@ def collect_images(inputs):
 
 
 class Preprocessor:
-    """Bytes of an image file -> float32 CHW array, as validate.py's evaluation pipeline.
+    """Bytes of an image file -> float32 CHW array, as validate.py's evaluation pipeline makes it.
 
-    RGB models: the data package's decoding (JPEGs as they are, anything else re-encoded by Pillow
-    as RGB: alpha dropped, palette expanded, CMYK converted, 16-bit scaled, EXIF orientation
-    applied) and its ImageNet eval transform (``create_transforms(..., is_training=False)``).
-    Grey models (``in_channels=1``): the image decoded as grey, the MNIST-family eval transform.
+    ``preprocessing``: an ``EvalPreprocessing``; its ``transforms()`` is the evaluation pipeline's
+    transform. The file is decoded as the data package's image-folder source decodes it: RGB
+    (JPEGs as they are, anything else re-encoded by Pillow as RGB: alpha dropped, palette expanded,
+    CMYK converted, 16-bit scaled, EXIF orientation applied) and then ``Decode``; or, for the
+    Fashion-MNIST / MNIST reading (``preprocessing.grey``), decoded as grey by Pillow.
     """
 
-    def __init__(self, image_size, in_channels, cfg, crop_pct=None):
+    def __init__(self, preprocessing):
         self._decode = decode
-        self.in_channels = int(in_channels)
-        crop = float(crop_pct if crop_pct is not None else cfg.get("crop_pct", 0.875))
-        if not 0.0 < crop <= 1.0:
-            raise UserError(f"--crop_pct must be in (0, 1], got {crop}")
-        if self.in_channels == 3:
-            self.ops = create_transforms("imagenet", image_size, is_training=False,
-                                         interpolation=cfg.get("interpolation", "bilinear"), crop_pct=crop,
-                                         mean=cfg.get("mean"), std=cfg.get("std"))
-        elif self.in_channels == 1:
-            self.ops = create_transforms("fashion_mnist", image_size, is_training=False,
-                                         interpolation=cfg.get("interpolation", "bilinear"), in_channels=1)
-        else:
-            raise UserError(f"predict.py reads RGB (in_channels 3) or grey (in_channels 1) images; the model "
-                            f"takes {self.in_channels} channels")
+        self.preprocessing = preprocessing
+        self.in_channels = preprocessing.in_channels
+        self.ops = preprocessing.transforms()
         # the RGB list starts with Decode (applied in load); the grey one works on decoded arrays
-        self._first_after_decode = 1 if self.ops and type(self.ops[0]).__name__ == "Decode" else 0
+        self._first_after_decode = 0 if preprocessing.grey else 1
 
     def load(self, path):
         """The decoded image as the model sees it before resizing: HxWx3 (RGB) or HxWx1 (grey) uint8.
@@ -118,10 +114,8 @@ class Preprocessor:
         data = dec.read_file(path)
         if not data:
             raise dec.BadImage("empty file (0 bytes)")
-        if self.in_channels == 1:
+        if self.preprocessing.grey:
             return dec.decode_with_pil(data, mode="L")[:, :, None]
-        if not self._first_after_decode:
-            return dec.decode_with_pil(data)
         try:
             return np.asarray(self.ops[0](np.frombuffer(dec.prepare_encoded(data), dtype=np.uint8)))
         except (RuntimeError, ValueError, TypeError) as exc:  # the C++ decoder's complaint
@@ -215,46 +209,70 @@ def _registered_cfg(name):
     return get_model_cfg(name).default_cfg() if is_model(name) else {}
 
 
-def _deployed_model(args):
-    """The exported file as ``(model, info)``, ``info`` as ``build_inference_model``'s."""
+def _layer_value(layers, key):
+    """``(value, source)`` of the first layer that sets ``key``; ``(None, None)`` when none does."""
+    for source, keys in layers:
+        if keys.get(key) is not None:
+            return keys[key], source
+    return None, None
+
+
+def _deployed_model(args, layers):
+    """The exported file as ``(model, info, preprocessing, its sources)``, ``info`` as
+    ``build_inference_model``'s."""
     (model,) = open_deployed(args.onnx_path, args.mindir_path)
-    meta = model.metadata
-    name = meta.get("model_name") or args.model or os.path.basename(model.path)
-    if args.model and meta.get("model_name") and args.model != meta["model_name"]:
-        raise UserError(f"{model.path} holds a {meta['model_name']} model, not {args.model}: leave --model out")
+    stated = model.metadata.get("model_name")
+    given, given_by = _layer_value(layers, "model")
+    if given and stated and given != stated:
+        raise UserError(f"{model.path} holds a {stated} model, not {given} ({given_by}): leave --model out")
+    name = stated or given or os.path.basename(model.path)
     channels, height, width = model.input_shape
     if height != width:
         raise UserError(f"{model.path} takes {height}x{width} images; predict.py feeds square images only")
-    for option, value, own in (("--image_size", args.image_size, height), ("--in_channels", args.in_channels, channels),
-                               ("--num_classes", args.num_classes, model.num_classes)):
-        if value is not None and value != own:
-            raise UserError(f"{option} {value} does not fit {model.path}, which has {own}: leave {option} out")
+    classes, classes_by = _layer_value(layers, "num_classes")
+    if classes is not None and classes != model.num_classes:
+        raise UserError(f"--num_classes {classes} ({classes_by}) does not fit {model.path}, which has "
+                        f"{model.num_classes}: leave --num_classes out")
     if not model.num_classes:
         raise UserError(f"{model.path} has no classifier output (an exported backbone): predict.py needs one")
-    cfg = dict(_registered_cfg(name))
-    cfg.update({k: meta[k] for k in ("crop_pct", "interpolation", "mean", "std") if k in meta})
-    cfg["input_size"] = (channels, height, width)
-    info = {"model": name, "num_classes": model.num_classes, "in_channels": channels, "default_cfg": cfg,
-            "meta": {"class_names": meta.get("class_names")}, "weights": model.path}
-    return model, info
+    defaults = EvalPreprocessing.from_model_cfg(_registered_cfg(name), channels).keys()
+    prep, sources = resolve_eval_preprocessing(layers + [(f"the metadata of {model.path}", model.preprocessing_keys()),
+                                                         (f"the {name} defaults", defaults)])
+    for key, option, own in (("image_resize", "--image_size", height), ("in_channels", "--in_channels", channels)):
+        if getattr(prep, key) != own:
+            raise UserError(f"{option} {getattr(prep, key)} ({sources[key]}) does not fit {model.path}, which has "
+                            f"{own}: leave {option} out")
+    info = {"model": name, "num_classes": model.num_classes, "in_channels": channels,
+            "display_names": model.display_names, "weights": model.path}
+    return model, info, prep, sources
 
 
-def _built_model(args):
-    """``(net, info, image size, source of the class names)`` for predict.py's options."""
-    if args.onnx_path or args.mindir_path:
-        net, info = _deployed_model(args)
-        return net, info, info["default_cfg"]["input_size"][-1], net.path
-    if args.image_size is not None:
-        check_image_size(args.model, args.image_size)
-    net, info = build_inference_model(args.model, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
-                                      num_classes=args.num_classes, in_channels=args.in_channels,
-                                      use_ema=args.ema)
+def _checkpoint_model(args, layers):
+    """The checkpoint's (or the published weights') model as ``(net, info, preprocessing, its
+    sources)``; the model name from ``--model`` / ``-c``, else the checkpoint's."""
+    meta = checkpoint_metadata(args.ckpt_path) if args.ckpt_path else {}
+    given, given_by = _layer_value(layers, "model")
+    name = model_from_checkpoint(given, args.ckpt_path, meta, given_by)
+    net, info = build_inference_model(name, ckpt_path=args.ckpt_path, pretrained=args.pretrained,
+                                      num_classes=_layer_value(layers, "num_classes")[0],
+                                      in_channels=_layer_value(layers, "in_channels")[0], use_ema=args.ema,
+                                      meta=meta)
     if info["num_classes"] <= 0:
         raise UserError(f"checkpoint {args.ckpt_path} has no classifier (a backbone): predict.py needs one. "
                         f"Pass --num_classes only with a checkpoint that holds that classifier.")
-    size = check_image_size(args.model, args.image_size or tuple(info["default_cfg"].get("input_size",
-                                                                                      (3, 224, 224)))[-1])
-    return net, info, size, args.ckpt_path
+    prep, sources = model_preprocessing(layers, info, args.ckpt_path)
+    info["display_names"] = meta.get("class_names")
+    return net, info, prep, sources
+
+
+def _built_model(args):
+    """``(net, info, preprocessing, its sources, what the class names come from)`` for predict.py's options."""
+    layers = list(getattr(args, "layers", None) or [])
+    if args.onnx_path or args.mindir_path:
+        net, info, prep, sources = _deployed_model(args, layers)
+        return net, info, prep, sources, net.path
+    net, info, prep, sources = _checkpoint_model(args, layers)
+    return net, info, prep, sources, f"checkpoint {args.ckpt_path}"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -294,16 +312,17 @@ def predict(args):
     if args.device_target != "auto":
         ms.set_device(args.device_target)
 
-    net, info, size, source = _built_model(args)
+    net, info, prep, sources, names_from = _built_model(args)
     names = resolve_class_names(info["num_classes"], class_names_file=args.class_names,
-                                saved_names=info["meta"].get("class_names"), source=source)
-    preprocess = Preprocessor(size, info["in_channels"], info["default_cfg"], crop_pct=args.crop_pct)
-    kept, arrays, skipped = _read_images(files, preprocess)
+                                saved_names=info["display_names"], source=names_from)
+    print(describe_preprocessing(prep, sources), file=sys.stderr)
+    kept, arrays, skipped = _read_images(files, Preprocessor(prep))
 
     probs = softmax(predict_arrays(net, arrays, args.batch_size))
     records = [{"file": path, "predictions": preds} for path, preds in zip(kept, top_k(probs, names, args.topk))]
     result = {"model": info["model"], "weights": info["weights"], "num_classes": info["num_classes"],
-              "image_size": size, "topk": min(args.topk, info["num_classes"]), "predictions": records,
+              "image_size": prep.image_resize, "preprocessing": prep.keys(),
+              "topk": min(args.topk, info["num_classes"]), "predictions": records,
               "skipped": skipped}
     if args.json != "-":
         print(format_table(records))

@@ -7,14 +7,30 @@ deployed file needs nothing else to be run and named:
 =====================  ==========================================================================
 ``model_name``         the architecture (``res2net50``)
 ``num_classes``        classifier outputs
-``class_names``        JSON list, one name per output
+``preprocessing``      JSON: the config keys of the evaluation transform the model was trained with
+                       (``dataset``, ``image_resize``, ``crop_pct``, ``interpolation``, ``mean``,
+                       ``std``, ``in_channels``; ``data.transforms.EvalPreprocessing``): what
+                       ``validate.py`` / ``predict.py`` rebuild the exact transform from
 ``input_size``         JSON ``[channels, height, width]`` of the exported input
+``image_mode``         ``RGB`` (decode as colour) or ``L`` (decode as grey, repeated to the channels)
+``resize_mode``        ``centre_crop`` (shorter side to ``floor(size / crop_pct)``, centre crop) or
+                       ``square`` (resized to ``size`` x ``size``: Fashion-MNIST / MNIST)
 ``mean``, ``std``      JSON lists, per channel, as fractions of the pixel range (0.485 ...)
 ``crop_pct``           evaluation centre-crop fraction (resize to ``size / crop_pct``, then crop)
 ``interpolation``      resize interpolation (``bilinear`` ...)
+``label_names``        JSON list: the name of each output as a training label, i.e. the class-folder
+                       names training used (``label_source`` ``training``), or, for a 1000-class
+                       model whose checkpoint names none, the sorted ImageNet-1k WordNet ids
+                       (``label_source`` ``imagenet``)
+``label_source``       ``training`` or ``imagenet`` (see ``label_names``)
+``display_names``      JSON list: the names ``predict.py`` shows for the outputs
 ``weights``            where the weights came from (a checkpoint's file name, or the published ones)
 ``toolkit``, ``toolkit_version``, ``mindspore_version``: what wrote the file
 =====================  ==========================================================================
+
+Files written by earlier versions of export.py hold ``class_names`` (display names) instead of the
+two lists, and no ``preprocessing``: their names are read as display names only, never as labels;
+their preprocessing comes from the plain fields.
 
 Runtimes (``validate.py`` / ``predict.py`` use them through ``open_deployed``):
 
@@ -50,10 +66,13 @@ FORMATS = {"onnx": ("ONNX", "onnxruntime"), "mindir": ("MINDIR", "mindspore")}
 
 # metadata field -> kind; every value is stored as a string (lists as JSON)
 _FIELDS = {
-    "model_name": "str", "num_classes": "int", "class_names": "names", "input_size": "ints",
-    "mean": "floats", "std": "floats", "crop_pct": "float", "interpolation": "str", "weights": "str",
-    "toolkit": "str", "toolkit_version": "str", "mindspore_version": "str",
+    "model_name": "str", "num_classes": "int", "preprocessing": "dict", "input_size": "ints",
+    "image_mode": "str", "resize_mode": "str", "mean": "floats", "std": "floats", "crop_pct": "float",
+    "interpolation": "str", "label_names": "names", "label_source": "str", "display_names": "names",
+    "class_names": "names", "weights": "str", "toolkit": "str", "toolkit_version": "str",
+    "mindspore_version": "str",
 }
+LABEL_SOURCES = ("training", "imagenet")
 _LOG = logging.getLogger("mindcv_res2net")
 
 
@@ -61,38 +80,63 @@ _LOG = logging.getLogger("mindcv_res2net")
 # metadata
 # ------------------------------------------------------------------------------------------------
 
-def make_metadata(model_name, num_classes, input_size, default_cfg=None, class_names=None, weights=None,
-                  mindspore_version=None):
+def make_metadata(model_name, num_classes, input_size, default_cfg=None, display_names=None, weights=None,
+                  mindspore_version=None, preprocessing=None, label_names=None, label_source=None):
     """The metadata of an exported model as ``{field: value}`` (see the module docstring).
 
-    ``input_size``: ``(channels, height, width)`` of the exported input; ``default_cfg``: the
-    model's (``crop_pct``, ``interpolation``, ``mean``, ``std``); ``weights``: a description of
-    the weights (a path is reduced to its file name: the file may be shipped anywhere).
+    ``input_size``: ``(channels, height, width)`` of the exported input. ``preprocessing``: the
+    ``data.transforms.EvalPreprocessing`` the model was trained with (stored whole, and as the plain
+    fields); without it, ``default_cfg`` (the model's ``crop_pct``, ``interpolation``, ``mean``,
+    ``std``) gives the plain fields. ``label_names`` / ``label_source``: the training labels (see
+    the module docstring); ``display_names``: the names predict.py shows. ``weights``: a description
+    of the weights (a path is reduced to its file name: the file may be shipped anywhere).
     """
-    cfg = dict(default_cfg or {})
     meta = {"model_name": str(model_name), "num_classes": int(num_classes),
-            "input_size": [int(v) for v in input_size],
-            "crop_pct": float(cfg.get("crop_pct", 0.875)),
-            "interpolation": str(cfg.get("interpolation", "bilinear")),
-            "toolkit": "mindcv_res2net", "toolkit_version": __version__}
-    channels = int(meta["input_size"][0])
-    for name in ("mean", "std"):  # per channel: a grey model keeps its data set's (not stored)
-        if cfg.get(name) is not None and len(cfg[name]) == channels:
-            meta[name] = [float(v) for v in cfg[name]]
-    if class_names is not None:
-        meta["class_names"] = [str(n) for n in class_names]
+            "input_size": [int(v) for v in input_size]}
+    if preprocessing is not None:
+        if tuple(preprocessing.input_size) != tuple(meta["input_size"]):
+            raise ValueError(f"input size {meta['input_size']} is not the preprocessing's {preprocessing.input_size}")
+        meta.update(_preprocessing_fields(preprocessing))
+    else:
+        meta.update(_cfg_fields(default_cfg, meta["input_size"][0]))
+    if label_names is not None:
+        if label_source not in LABEL_SOURCES:
+            raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")
+        meta["label_names"], meta["label_source"] = [str(n) for n in label_names], label_source
+    if display_names is not None:
+        meta["display_names"] = [str(n) for n in display_names]
     if weights:
         meta["weights"] = os.path.basename(str(weights)) if os.sep in str(weights) else str(weights)
+    meta.update({"toolkit": "mindcv_res2net", "toolkit_version": __version__})
     if mindspore_version:
         meta["mindspore_version"] = str(mindspore_version)
     return meta
+
+
+def _preprocessing_fields(prep):
+    mean, std = prep.normalisation_fractions()
+    return {"preprocessing": prep.keys(), "image_mode": "L" if prep.grey else "RGB",
+            "resize_mode": "square" if prep.grey else "centre_crop", "mean": mean, "std": std,
+            "crop_pct": prep.crop_pct, "interpolation": prep.interpolation}
+
+
+def _cfg_fields(default_cfg, channels):
+    """The plain fields from a model's ``default_cfg``; a grey model keeps its data set's
+    normalisation (3-channel mean/std are not stored)."""
+    cfg = dict(default_cfg or {})
+    fields = {"crop_pct": float(cfg.get("crop_pct", 0.875)), "interpolation": str(cfg.get("interpolation", "bilinear"))}
+    for name in ("mean", "std"):
+        if cfg.get(name) is not None and len(cfg[name]) == channels:
+            fields[name] = [float(v) for v in cfg[name]]
+    return fields
 
 
 def encode_metadata(meta):
     """``{field: value}`` -> ``{field: str}`` (lists as JSON): what ONNX and MINDIR files hold."""
     out = {}
     for key, value in meta.items():
-        out[str(key)] = json.dumps(value, ensure_ascii=False) if isinstance(value, (list, tuple)) else str(value)
+        as_json = isinstance(value, (list, tuple, dict))
+        out[str(key)] = json.dumps(value, ensure_ascii=False) if as_json else str(value)
     return out
 
 
@@ -104,6 +148,10 @@ def _decode_value(kind, text):
     if kind == "float":
         return float(text)
     value = json.loads(text)
+    if kind == "dict":
+        if not isinstance(value, dict):
+            raise ValueError("not a mapping")
+        return value
     if not isinstance(value, list):
         raise ValueError("not a list")
     if kind == "names":
@@ -351,6 +399,40 @@ class DeployedModel:
             return np.concatenate(outputs)
         finally:
             self.seconds += time.perf_counter() - start
+
+    def preprocessing_keys(self):
+        """The evaluation preprocessing the file states, as config keys (``EVAL_KEYS``): its
+        ``preprocessing`` field, checked against its input shape; for files of earlier export.py
+        versions, what the plain fields and the input shape give (grey input: Fashion-MNIST's
+        reading)."""
+        from .data.transforms import EvalPreprocessing
+
+        channels, height, width = self.input_shape
+        stored = self.metadata.get("preprocessing")
+        if stored is not None:
+            prep = EvalPreprocessing.from_keys(stored, source=f"the metadata of {self.path}")
+            if prep.input_size != (channels, height, width):
+                raise UserError(f"{self.path}: its metadata's preprocessing ({prep.in_channels} channels, image_resize "
+                                f"{prep.image_resize}) does not fit its input {channels}x{height}x{width}: export it "
+                                f"again")
+            return prep.keys()
+        keys = {"dataset": "fashion_mnist" if channels == 1 else "imagenet", "image_resize": height,
+                "in_channels": channels}
+        keys.update({k: self.metadata[k] for k in ("crop_pct", "interpolation", "mean", "std") if k in self.metadata})
+        return keys
+
+    @property
+    def training_labels(self):
+        """The training label names the file states (``label_names`` from training folders), or None:
+        a file without them (or with the implied ImageNet WordNet ids) is labelled as its
+        checkpoint is, by the sorted val folders."""
+        names = self.metadata.get("label_names")
+        return names if names and self.metadata.get("label_source") == "training" else None
+
+    @property
+    def display_names(self):
+        """The names predict.py shows (``display_names``; ``class_names`` in earlier files), or None."""
+        return self.metadata.get("display_names") or self.metadata.get("class_names")
 
     def _set_shapes(self, input_dims, output_dims):
         """Input ``(batch, C, H, W)`` and output ``(batch, classes)`` dims as the file states them

@@ -38,7 +38,9 @@ def exif_bytes(orientation):
 
 @pytest.fixture(scope="module")
 def preprocessor():
-    return prediction.Preprocessor(32, 3, {"crop_pct": 0.875, "interpolation": "bilinear"})
+    from mindcv_res2net.data.transforms import EvalPreprocessing
+
+    return prediction.Preprocessor(EvalPreprocessing(image_resize=32, crop_pct=0.875, interpolation="bilinear"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,6 +239,29 @@ def test_predictions_match_direct_run(setup, tmp_path, capsys):
         assert [p["rank"] for p in preds] == [1, 2, 3]
     table = captured.out
     assert "rank" in table and "thing" in table and files[0] in table
+
+
+def test_mindcv_checkpoint_is_fed_as_before(setup, tmp_path):
+    """A checkpoint without metadata (MindCV's) names no preprocessing: predict.py feeds the model
+    its own defaults (224 px, crop 0.875, ImageNet mean / std), as it always has."""
+    net, _ckpt, images = setup
+    mindcv = str(tmp_path / "mindcv.ckpt")
+    ms.save_checkpoint(net, mindcv)
+    out = tmp_path / "preds.json"
+    assert predict_script.main(["--model", "res2net50", "--ckpt_path", mindcv, str(images / "sub"), "--topk", "3",
+                                "--mode", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["image_size"] == 224
+    assert result["preprocessing"] == {"dataset": "imagenet", "image_resize": 224, "crop_pct": 0.875,
+                                       "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
+                                       "std": [0.229, 0.224, 0.225], "in_channels": 3}
+    files = [rec["file"] for rec in result["predictions"]]
+    probs = reference_predictions(net, files, size=224, crop_pct=0.875)
+    for rec, row in zip(result["predictions"], probs):
+        assert rec["predictions"][0]["index"] == int(np.argmax(row))
+        assert [p["class"] for p in rec["predictions"]] == [f"class_{p['index']}" for p in rec["predictions"]]
+        for p in rec["predictions"]:
+            assert abs(p["probability"] - row[p["index"]]) < 2e-3
 
 
 def test_imagenet_names_and_class_names_file(tmp_path):

@@ -1,6 +1,10 @@
-"""A user's console shows our lines, not the framework's noise: validate.py and predict.py print no
-MindSpore deprecation warning (the device is set with ``mindspore.set_device``), and the checkpoint
-summary ("loaded N parameters from ...") appears once. Runs the scripts as subprocesses (~6 s each)."""
+"""A user's console shows our lines, not the framework's noise: train.py (the README's demo recipe),
+validate.py and predict.py print no MindSpore deprecation warning (the device is set with
+``mindspore.set_device``; nn.Adam's constructor notice about a sparse kernel it never runs is
+dropped), and the checkpoint summary ("loaded N parameters from ...") appears once. Runs the
+scripts as subprocesses (~6 s each; the training ~30 s)."""
+import os
+
 import pytest
 
 from tests.fault.test_bad_input import FAST, make_image_folder, run_script
@@ -46,4 +50,18 @@ def test_predict_prints_no_deprecation(data_and_ckpt):
                                                "--mode", "1", "--device_target", "CPU",
                                                f"{data}/val/cat"]))
     assert any("0.png" in line for line in lines), "\n".join(lines)
+    _assert_no_deprecation(lines)
+
+
+def test_demo_training_prints_no_deprecation(data_and_ckpt, tmp_path):
+    """The demo's recipe (graph mode, Adam) on a few images: MindSpore 2.8's "'FusedSparseAdam' is
+    deprecated" line came from building nn.Adam."""
+    data, _ckpt = data_and_ckpt
+    demo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "res2net",
+                        "res2net_fashion_mnist_cpu.yaml")
+    lines = _console(run_script("train.py", ["-c", demo, "--data_dir", data, "--ckpt_save_dir", tmp_path / "ckpt",
+                                             "--epoch_size", "1", "--warmup_epochs", "0", "--decay_epochs", "1",
+                                             "--num_samples", "4", "--batch_size", "2", "--val_while_train", "false",
+                                             "--num_parallel_workers", "1"], timeout=300))
+    assert any(line.startswith("saved ") for line in lines), "\n".join(lines)
     _assert_no_deprecation(lines)

@@ -483,9 +483,10 @@ def add_preprocessing_options(parser):
                         help="evaluation centre-crop fraction (default: the checkpoint's, else the model's)")
     parser.add_argument("--interpolation", default=None, help="resize interpolation (default: the checkpoint's)")
     parser.add_argument("--mean", type=float, nargs="+", default=None,
-                        help="per-channel mean, fractions or 0-255 (default: the checkpoint's)")
+                        help="per-channel mean, fractions or 0-255 (default: the checkpoint's); it takes every "
+                             "number that follows: name images before it")
     parser.add_argument("--std", type=float, nargs="+", default=None,
-                        help="per-channel std, fractions or 0-255 (default: the checkpoint's)")
+                        help="per-channel std, fractions or 0-255 (default: the checkpoint's); as --mean")
 
 
 def read_config_keys(path, wanted):

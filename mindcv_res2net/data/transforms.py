@@ -15,6 +15,12 @@ Grey is repeated to 3 channels when ``in_channels == 3``.
 
 ``mean`` / ``std``: if every value of both is <= 1 they are fractions of 255 (0.485 -> 123.675),
 otherwise both are on the 0-255 scale. Output: float32 CHW.
+
+``EvalPreprocessing``: the evaluation transform as its config keys (``EVAL_KEYS``: dataset,
+image_resize, crop_pct, interpolation, mean, std, in_channels), the one definition that
+validate.py's pipeline, predict.py's preprocessing, train.py's checkpoints and export.py's files
+share; ``resolve_eval_preprocessing`` picks each key from the first source that sets it and
+``describe_preprocessing`` says where each came from, in one line.
 """
 import math
 
@@ -283,3 +289,176 @@ def create_transforms(dataset_name="imagenet", image_resize=224, is_training=Fal
         secondary = []
         final = [vision.Normalize(mean=mean, std=std), vision.HWC2CHW()]
     return (primary, secondary, final) if separate else primary + secondary + final
+
+
+# ----------------------------------------------------------------------------------------------
+# the evaluation preprocessing: one definition for validate.py, predict.py and exported files
+# ----------------------------------------------------------------------------------------------
+
+# The config keys that decide the evaluation transform (MindCV's names), in display order.
+EVAL_KEYS = ("dataset", "image_resize", "crop_pct", "interpolation", "mean", "std", "in_channels")
+
+
+def eval_dataset(name):
+    """The data set family that decides how an image is read for evaluation: ``fashion_mnist`` /
+    ``mnist`` (decoded as grey, resized to a square), else ``imagenet`` (RGB, shorter side resized,
+    centre crop): ImageFolder and MindRecord sets are read as ImageNet is."""
+    key = canonical_name(name)
+    return key if key in MNIST_FAMILY else "imagenet"
+
+
+def _number_list(value, key):
+    if value is None:
+        return None
+    values = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not values or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise UserError(f"{key} must be a list of numbers, got {value!r}")
+    return tuple(float(v) for v in values)
+
+
+def _whole_number(value, key):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise UserError(f"{key} must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+class EvalPreprocessing:
+    """How an image file becomes a model input at evaluation: the config keys of ``EVAL_KEYS``.
+
+    ``validate.py`` builds its evaluation pipeline from them, ``predict.py`` preprocesses each file
+    with the same ``transforms()``, ``train.py`` stores ``keys()`` in every checkpoint and
+    ``export.py`` in the exported file, so all of them feed a model alike.
+
+    ``dataset``: ``imagenet`` (every RGB image folder: decoded as RGB, the shorter side resized to
+    ``floor(image_resize / crop_pct)``, centre crop) or ``fashion_mnist`` / ``mnist`` (decoded as
+    grey, resized to ``image_resize`` square, repeated to ``in_channels``). ``mean`` / ``std``:
+    as in the config (fractions or 0-255, see the module docstring); None: the data set's own.
+    A value that cannot be used raises ``UserError``; ``source`` names where it came from.
+    """
+
+    def __init__(self, dataset="imagenet", image_resize=224, crop_pct=DEFAULT_CROP_PCT, interpolation="bilinear",
+                 mean=None, std=None, in_channels=3, source=""):
+        where = f" (in {source})" if source else ""
+        try:
+            self.dataset = eval_dataset(dataset)
+            self.image_resize = _whole_number(image_resize, "image_resize")
+            if isinstance(crop_pct, bool) or not isinstance(crop_pct, (int, float)) or not 0 < crop_pct <= 1:
+                raise UserError(f"crop_pct must be a number in (0, 1], got {crop_pct!r}")
+            self.crop_pct = float(crop_pct)
+            parse_interpolation(interpolation)
+            self.interpolation = str(interpolation).strip().lower()
+            self.mean, self.std = _number_list(mean, "mean"), _number_list(std, "std")
+            self.in_channels = _whole_number(in_channels, "in_channels")
+            if self.in_channels not in ((1, 3) if self.grey else (3,)):
+                raise UserError(f"in_channels {self.in_channels} does not fit dataset {self.dataset} (RGB images "
+                                f"take 3; fashion_mnist / mnist take 1 or 3)")
+            self.normalisation()
+        except UserError as exc:
+            raise UserError(f"preprocessing{where}: {exc}") from None
+
+    @classmethod
+    def from_keys(cls, keys, source=""):
+        """From a ``{config key: value}`` mapping (``keys()``'s); keys outside ``EVAL_KEYS`` are ignored."""
+        if not isinstance(keys, dict):
+            raise UserError(f"preprocessing{f' (in {source})' if source else ''}: expected a mapping of config "
+                            f"keys, got {type(keys).__name__}")
+        return cls(**{k: keys[k] for k in EVAL_KEYS if k in keys}, source=source)
+
+    @classmethod
+    def from_model_cfg(cls, cfg, in_channels=3):
+        """A model's own evaluation (``net.default_cfg``: input size, crop, interpolation, mean, std),
+        for a checkpoint that stores none. A grey model (``in_channels`` 1) reads images as
+        Fashion-MNIST does, with that data set's mean and std."""
+        cfg = dict(cfg or {})
+        grey = int(in_channels) == 1
+        return cls(dataset="fashion_mnist" if grey else "imagenet",
+                   image_resize=tuple(cfg.get("input_size", (3, 224, 224)))[-1],
+                   crop_pct=cfg.get("crop_pct", DEFAULT_CROP_PCT), interpolation=cfg.get("interpolation", "bilinear"),
+                   mean=None if grey else cfg.get("mean"), std=None if grey else cfg.get("std"),
+                   in_channels=in_channels)
+
+    @property
+    def grey(self):
+        """Whether images are decoded as grey (the MNIST family)."""
+        return self.dataset in MNIST_FAMILY
+
+    @property
+    def input_size(self):
+        """``(channels, height, width)`` of the model input."""
+        return (self.in_channels, self.image_resize, self.image_resize)
+
+    def keys(self):
+        """``{config key: value}``: what a checkpoint and an exported file store (JSON-friendly)."""
+        return {"dataset": self.dataset, "image_resize": self.image_resize, "crop_pct": self.crop_pct,
+                "interpolation": self.interpolation, "mean": None if self.mean is None else list(self.mean),
+                "std": None if self.std is None else list(self.std), "in_channels": self.in_channels}
+
+    def _given_mean_std(self):
+        """The mean and std as configured, the data set's own where None."""
+        d_mean, d_std = DATASET_MEAN_STD[self.dataset] if self.grey else (IMAGENET_MEAN, IMAGENET_STD)
+        return (d_mean if self.mean is None else self.mean), (d_std if self.std is None else self.std)
+
+    def normalisation(self):
+        """``(mean, std)`` per channel on the 0-255 scale, as ``Normalize`` applies them."""
+        return mean_std_255(*self._given_mean_std(), self.in_channels)
+
+    def normalisation_fractions(self):
+        """``(mean, std)`` per channel as fractions of the pixel range (what exported files state):
+        the values as given when they are fractions already, else divided by 255."""
+        mean, std = self._given_mean_std()
+        if max(list(mean) + list(std)) > 1.0:
+            return tuple([v / 255.0 for v in values] for values in self.normalisation())
+        return tuple([float(v) for v in values] * (self.in_channels if len(values) == 1 else 1)
+                     for values in (mean, std))
+
+    def transforms(self):
+        """The evaluation transform: ``create_transforms(..., is_training=False)`` on these keys.
+        The RGB list starts with ``Decode`` (the image column holds encoded bytes); the grey one works
+        on decoded HxWx1 arrays."""
+        return create_transforms(self.dataset, self.image_resize, is_training=False,
+                                 interpolation=self.interpolation, crop_pct=self.crop_pct, mean=self.mean,
+                                 std=self.std, in_channels=self.in_channels)
+
+    def __eq__(self, other):
+        return isinstance(other, EvalPreprocessing) and self.keys() == other.keys()
+
+    def __repr__(self):
+        return f"EvalPreprocessing({', '.join(f'{k}={v!r}' for k, v in self.keys().items())})"
+
+
+def _shown(value):
+    if isinstance(value, float):
+        text = f"{value:.6g}"
+        return text if any(c in text for c in ".en") else text + ".0"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return "(the data set's)" if value is None else str(value)
+
+
+def resolve_eval_preprocessing(layers):
+    """The evaluation preprocessing from ``layers``: ``(source, {config key: value})`` pairs, the
+    first that sets a key decides it (an explicit flag or ``-c`` file first, then the checkpoint or
+    exported file, then the model's defaults). The last layer should set every key of ``EVAL_KEYS``.
+
+    Returns ``(EvalPreprocessing, {key: source})``.
+    """
+    chosen, sources = {}, {}
+    for source, keys in layers:
+        for key in EVAL_KEYS:
+            if key not in chosen and key in (keys or {}):
+                chosen[key], sources[key] = keys[key], source
+    where = ", ".join(dict.fromkeys(sources[k] for k in EVAL_KEYS if k in sources))
+    return EvalPreprocessing.from_keys(chosen, source=where), sources
+
+
+def describe_preprocessing(prep, sources):
+    """One line saying where each key of the preprocessing came from, e.g. ``preprocessing from
+    checkpoint best.ckpt: dataset fashion_mnist, image_resize 28, crop_pct 1, ...``."""
+    keys = prep.keys()
+    groups = {}
+    for key in EVAL_KEYS:
+        groups.setdefault(sources.get(key, "the defaults"), []).append(f"{key} {_shown(keys[key])}")
+    if len(groups) == 1:
+        (source, items), = groups.items()
+        return f"preprocessing from {source}: {', '.join(items)}"
+    return "preprocessing: " + "; ".join(f"{', '.join(items)} from {source}" for source, items in groups.items())

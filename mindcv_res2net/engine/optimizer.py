@@ -43,7 +43,7 @@ import mindspore as ms
 from mindspore import Tensor, nn, ops
 
 from ..errors import UserError
-from .optimizers import AdamW, Lamb, Lion, NAdam
+from .optimizers import AdamW, Lamb, Lion, NAdam, without_sparse_adam_notice
 from .param_groups import WEIGHT_DECAY_FILTERS, decay_groups, layer_decay_groups, split_weight_decay
 
 __all__ = [
@@ -178,8 +178,9 @@ def create_optimizer(
                            weight_decay=weight_decay, loss_scale=loss_scale,
                            use_nesterov=bool(nesterov) or name == "nesterov")
     if name == "adam":
-        return nn.Adam(groups, learning_rate=lr, beta1=float(beta1), beta2=float(beta2), eps=adam_eps,
-                       weight_decay=weight_decay, loss_scale=loss_scale, use_nesterov=bool(nesterov))
+        with without_sparse_adam_notice():  # nn.Adam's constructor logs a deprecation of a kernel we never run
+            return nn.Adam(groups, learning_rate=lr, beta1=float(beta1), beta2=float(beta2), eps=adam_eps,
+                           weight_decay=weight_decay, loss_scale=loss_scale, use_nesterov=bool(nesterov))
     if name == "adamw":
         return AdamW(groups, learning_rate=lr, beta1=float(beta1), beta2=float(beta2), eps=adam_eps,
                      weight_decay=weight_decay, loss_scale=loss_scale)

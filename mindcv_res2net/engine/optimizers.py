@@ -10,6 +10,9 @@ themselves (``_CustomOptimizer``).
 * ``NAdam``: MindCV's NAdam (Dozat 2016, "Incorporating Nesterov Momentum into Adam", with the
   momentum schedule ``mu_t = beta1 * (1 - 0.5 * 0.96 ** (t * schedule_decay))``), L2 weight decay.
 """
+import contextlib
+import logging
+
 import mindspore as ms
 from mindspore import Parameter, ParameterTuple, Tensor, ops
 from mindspore.common.initializer import initializer
@@ -17,7 +20,35 @@ from mindspore.nn.optim.optimizer import Optimizer
 
 from ..errors import UserError
 
-__all__ = ["AdamW", "Lion", "Lamb", "NAdam"]
+__all__ = ["AdamW", "Lion", "Lamb", "NAdam", "without_sparse_adam_notice"]
+
+
+class _DropNotice(logging.Filter):
+    def __init__(self, text):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record):
+        return self.text not in record.getMessage()
+
+
+@contextlib.contextmanager
+def without_sparse_adam_notice():
+    """Build ``nn.Adam`` without MindSpore 2.8's "'FusedSparseAdam' is deprecated" log line:
+    ``nn.Adam`` creates that sparse-gradient kernel in its constructor whatever the gradients
+    (ours are dense, it never runs). Only that line, only while the block runs, is dropped."""
+    from mindspore import log as ms_log
+
+    get_logger = getattr(ms_log, "_get_logger", None)
+    logger = get_logger() if get_logger is not None else None
+    notice = _DropNotice("'FusedSparseAdam' is deprecated")
+    if logger is not None:
+        logger.addFilter(notice)
+    try:
+        yield
+    finally:
+        if logger is not None:
+            logger.removeFilter(notice)
 
 
 _adamw_update = ops.MultitypeFuncGraph("adamw_update")

@@ -21,6 +21,7 @@ from ..checkpoint import is_meta_entry, meta_of, read_checkpoint, read_checkpoin
 from ..cli import config as config_module
 from ..distributed import (average_batch_norm_statistics, broadcast_object, broadcast_parameters,
                            parameters_divergence)
+from ..data.transforms import EvalPreprocessing
 from ..errors import UserError
 from ..models.factory import check_model_name, create_model
 from ..weights import load_model_weights
@@ -378,7 +379,7 @@ def _train(args, dist, save_dir):
                 best_top1 = top1
             meta = {"epoch": epoch + 1, "steps_done": (epoch + 1) * steps_per_epoch, "model": args.model,
                     "num_classes": num_classes, "in_channels": args.in_channels, "best_top1": best_top1,
-                    "class_names": class_names}
+                    "class_names": class_names, "preprocessing": EvalPreprocessing.from_keys(vars(args)).keys()}
             path, best = manager.save(train_step, epoch + 1, steps_per_epoch, meta, metric=top1, new_best=new_best,
                                       epoch_checkpoint=(epoch + 1) % args.ckpt_save_interval == 0 or is_last)
             if best:

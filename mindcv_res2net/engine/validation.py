@@ -2,26 +2,37 @@
 write JSON).
 
 Order: the cheap checks first (the files, the model name, the data folder; nothing is built and
-no cluster is joined before they pass), then the checkpoint's classifier size and stored
-``class_names``, then the data pipeline. Labels follow ``--class_list`` when given, else the
-checkpoint's ``class_names`` when it has them (checkpoints written by ``train.py`` do), else the
-class names stored in the exported file: val folders are mapped through that list, so a val split
-with a class folder missing (or in another order) is still scored correctly; else the sorted val
-folders, as for MindCV's checkpoints.
+no cluster is joined before they pass), then the checkpoint's metadata (read once), then the data
+pipeline.
+
+Settings. Each of the model name and the evaluation preprocessing keys (``EVAL_KEYS``: dataset,
+image_resize, crop_pct, interpolation, mean, std, in_channels) comes from the first of: the run
+itself (command line or ``-c`` YAML), the checkpoint (train.py stores the preprocessing its model
+was evaluated with, and its name), the exported files' metadata, the defaults. A checkpoint without
+them (MindCV's, PyTorch files) changes nothing. One log line says where each key came from.
+
+Labels follow ``--class_list`` when given, else the checkpoint's ``class_names`` when it has them
+(checkpoints written by ``train.py`` do), else the training label names stored in the exported
+file (``label_names`` of ``label_source`` ``training``; never its display names): val folders are
+mapped through that list, so a val split with a class folder missing (or in another order) is
+still scored correctly; else the sorted val folders, as for MindCV's checkpoints (and for the
+export of a 1000-class checkpoint without names, whose file states the ImageNet WordNet ids: it is
+labelled as its checkpoint is). Val folders that are some but not all of the ImageNet WordNet ids
+get a warning there: their sorted order is not the ImageNet class order.
 
 Exported files (``--onnx_path``: onnxruntime; ``--mindir_path``: MindSpore's GraphCell) are
-evaluated on the same pipeline. Its preprocessing (image size, crop_pct, interpolation, mean, std)
-and the model name come from the file's metadata, except for the keys the run sets itself (command
-line or YAML). With ``--ckpt_path`` (or ``--pretrained``) as well, the checkpoint and each file run
-on the same batches and both results are reported; a file that gives any image another top-1 class
-than the checkpoint (beyond ties, see ``compare``) is an error after the report.
+evaluated on the same pipeline. With ``--ckpt_path`` (or ``--pretrained``) as well, the checkpoint
+and each file run on the same batches and both results are reported; a file that gives any image
+another top-1 class than the checkpoint (beyond ties, see ``compare``) is an error after the report.
 """
 import json
 import logging
 import os
 
-from ..checkpoint import PYTORCH_SUFFIXES, read_checkpoint, read_checkpoint_meta
+from ..checkpoint import PYTORCH_SUFFIXES, meta_of, read_checkpoint
+from ..class_names import IMAGENET_WNIDS_FILE, imagenet_wordnet_ids
 from ..cli.config import get_defaults
+from ..data.transforms import EVAL_KEYS, EvalPreprocessing, describe_preprocessing
 from ..errors import UserError
 from ..models import is_model
 from ..models.factory import check_model_name, create_model
@@ -35,26 +46,26 @@ from .run_log import Progress, setup_logging
 from .runtime import setup_runtime
 from .train_step import apply_amp
 
-# config keys an exported file's metadata supplies unless the run sets them
-FILE_KEYS = ("model", "image_resize", "in_channels", "crop_pct", "interpolation", "mean", "std")
+# config keys a checkpoint's or an exported file's metadata supplies unless the run sets them
+FILE_KEYS = ("model",) + EVAL_KEYS
 
 
-def checkpoint_num_classes(path):
-    """The classifier size stored in a checkpoint (None when it has no classifier)."""
-    arrays = read_checkpoint(path)
+def read_checkpoint_facts(path):
+    """``(classifier size or None, metadata)`` of a MindSpore checkpoint, read once."""
+    entries = read_checkpoint(path)
     for name in ("classifier.weight", "ema.classifier.weight"):
-        if name in arrays and hasattr(arrays[name], "shape"):
-            return int(arrays[name].shape[0])
-    return None
+        if name in entries and hasattr(entries[name], "shape"):
+            return int(entries[name].shape[0]), meta_of(entries)
+    return None, meta_of(entries)
 
 
-def checkpoint_class_names(path, num_classes=None, logger=None):
+def checkpoint_class_names(path, num_classes=None, logger=None, meta=None):
     """The training class names stored with a checkpoint (``train.py`` stores them), in label
     order; None when it has none (MindCV's checkpoints, PyTorch files) or they do not fit the
-    classifier (logged)."""
+    classifier (logged). ``meta``: the checkpoint's metadata when read already."""
     if str(path).lower().endswith(PYTORCH_SUFFIXES):
         return None
-    names = read_checkpoint_meta(path).get("class_names")
+    names = (read_checkpoint_facts(path)[1] if meta is None else meta).get("class_names")
     if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
         return None
     if num_classes is not None and len(names) != num_classes:
@@ -90,17 +101,15 @@ def check_inputs(args):
 
 
 def _file_settings(model):
-    """The config values an exported file states: its input shape and its metadata."""
-    meta = model.metadata
-    settings = {"image_resize": model.input_shape[-1], "in_channels": model.input_shape[0]}
-    if meta.get("model_name") and is_model(meta["model_name"]):
-        settings["model"] = meta["model_name"]
-    for key in ("crop_pct", "interpolation", "mean", "std"):
-        if key in meta:
-            settings[key] = meta[key]
+    """The config values an exported file states: its model name and its preprocessing (its
+    ``preprocessing`` metadata, else its input shape and plain fields)."""
     if model.input_shape[1] != model.input_shape[2]:
         raise UserError(f"{model.path} takes {model.input_shape[1]}x{model.input_shape[2]} images; validate.py "
                         f"evaluates square images only")
+    settings = dict(model.preprocessing_keys())
+    name = model.metadata.get("model_name")
+    if name and is_model(name):
+        settings["model"] = name
     return settings
 
 
@@ -112,12 +121,37 @@ def _given(args, given_keys):
     return {key for key in FILE_KEYS if getattr(args, key, None) != defaults.get(key)}
 
 
-def apply_file_settings(args, deployed, given_keys=None, logger=None):
-    """Take the model name and preprocessing from the exported files (the keys the run does not
-    set itself); check the files agree with each other and with the run's image size and channels."""
+def _checkpoint_settings(meta, path):
+    """The config values a checkpoint states (train.py's): its model and its preprocessing."""
+    settings = {}
+    stored = meta.get("preprocessing")
+    if stored is not None:
+        settings.update(EvalPreprocessing.from_keys(stored, source=f"checkpoint {path}").keys())
+    if isinstance(meta.get("model"), str) and is_model(meta["model"]):
+        settings["model"] = meta["model"]
+    return settings
+
+
+def apply_checkpoint_settings(args, meta, given, sources):
+    """Take the model name and preprocessing stored with the checkpoint for the keys the run does not
+    set itself (``given``); record each key taken in ``sources``. Returns the keys taken."""
+    taken = set()
+    for key, value in _checkpoint_settings(meta, args.ckpt_path).items():
+        if key not in given:
+            setattr(args, key, value)
+            sources[key] = f"checkpoint {args.ckpt_path}"
+            taken.add(key)
+    return taken
+
+
+def apply_file_settings(args, deployed, given_keys=None, logger=None, sources=None):
+    """Take the model name and preprocessing from the exported files (the keys the run, or the
+    checkpoint, does not set); check the files agree with each other and with the run's image size
+    and channels. ``sources``: ``{key: where it came from}``, for messages; updated."""
     if not deployed:
         return args
     given = _given(args, given_keys)
+    sources = {} if sources is None else sources
     first = _file_settings(deployed[0])
     for other in deployed[1:]:
         theirs = _file_settings(other)
@@ -128,40 +162,75 @@ def apply_file_settings(args, deployed, given_keys=None, logger=None):
     for key in ("image_resize", "in_channels"):
         if key in given and getattr(args, key) != first[key]:
             what = "image size" if key == "image_resize" else "input channels"
-            raise UserError(f"--{key} {getattr(args, key)} does not fit {deployed[0].path}, whose {what} is "
+            where = f" ({sources[key]})" if key in sources else ""
+            raise UserError(f"--{key} {getattr(args, key)}{where} does not fit {deployed[0].path}, whose {what} is "
                             f"{first[key]}: leave {key} out (the file's is used)")
     if "model" in given and first.get("model", args.model) != args.model:
         (logger or logging.getLogger("mindcv_res2net")).warning(
             "%s holds a %s model, but --model is %s", deployed[0].path, first["model"], args.model)
-    taken = []
     for key, value in first.items():
         if key not in given:
-            if getattr(args, key, None) != value:
-                taken.append(f"{key} {value}")
             setattr(args, key, value)
-    if taken and logger is not None:
-        logger.info("from %s: %s", deployed[0].path, ", ".join(taken))
+            sources[key] = f"the metadata of {deployed[0].path}"
     if (args.ckpt_path or args.pretrained) and "model" not in first and "model" not in given:
         (logger or logging.getLogger("mindcv_res2net")).warning(
             "%s does not name its model: the checkpoint is built as --model %s", deployed[0].path, args.model)
     return args
 
 
+def _run_sources(given, cli_keys, config_path):
+    """``{key: "the command line" / "config FILE"}`` for the keys the run sets itself."""
+    if cli_keys is None:
+        return {key: "the run's settings" for key in given}
+    return {key: "the command line" if key in cli_keys else f"config {config_path}" for key in given}
+
+
 def _file_class_names(deployed, num_classes, logger):
+    """The training label names the exported files state (``label_names`` from training; never
+    display names), or None."""
     names = None
     for model in deployed:
-        theirs = model.metadata.get("class_names")
+        theirs = model.training_labels
         if theirs is None:
             continue
         if num_classes is not None and len(theirs) != num_classes:
-            logger.warning("%s stores %d class names for %d outputs: ignoring them", model.path, len(theirs),
+            logger.warning("%s stores %d label names for %d outputs: ignoring them", model.path, len(theirs),
                            num_classes)
             continue
         if names is not None and theirs != names:
-            raise UserError(f"{deployed[0].path} and {model.path} store different class names: validate them "
+            raise UserError(f"{deployed[0].path} and {model.path} store different label names: validate them "
                             f"in separate runs")
         names = theirs
     return names
+
+
+def _label_names(args, ckpt_names, file_names, deployed, logger):
+    """The label names the val folders are mapped through (None: ``--class_list`` or the sorted folders)."""
+    if ckpt_names is not None and file_names is not None and ckpt_names != file_names:
+        raise UserError(f"the class names stored in {args.ckpt_path} and in {deployed[0].path} differ: the file "
+                        f"was not exported from this checkpoint")
+    names, names_from = ckpt_names, args.ckpt_path
+    if names is None and file_names is not None:
+        names, names_from = file_names, deployed[0].path
+    if names is not None and args.class_list:
+        # an explicit list maps the folders onto the classifier's outputs: it decides the labels
+        logger.info("labels follow --class_list %s, not the class names stored in %s", args.class_list, names_from)
+        return None
+    if names is not None:
+        logger.info("labels follow the %d class names stored in %s", len(names), names_from)
+    return names
+
+
+def _warn_wordnet_subset(args, folders, num_classes, logger):
+    """Sorted val folders that are some, not all, of the ImageNet WordNet ids are not in ImageNet's
+    class order: say so, and how to label them by id (the figures stay MindCV's)."""
+    if num_classes != 1000 or args.class_list or len(folders) >= 1000:
+        return
+    wnids = imagenet_wordnet_ids()
+    if set(folders) <= set(wnids) and list(folders) != wnids[:len(folders)]:
+        logger.warning("the %d val folders are ImageNet WordNet ids but not all 1000 of them: labels follow their "
+                       "sorted order (as in MindCV), not the ImageNet class order. To label them by WordNet id, pass "
+                       "--class_list %s", len(folders), IMAGENET_WNIDS_FILE)
 
 
 def _num_classes(args, ckpt_classes, deployed):
@@ -196,41 +265,45 @@ def _log_result(logger, label, res):
                 100 * res["top1"], 100 * res["top5"], res["loss"], res["seconds"])
 
 
-def validate(args, given_keys=None):
+def _settings(args, deployed, given_keys, cli_keys, ckpt_meta, logger):
+    """Apply the checkpoint's and then the exported files' settings to the keys the run leaves
+    out; log where the preprocessing came from (``logger``: None on other ranks)."""
+    given = _given(args, given_keys)
+    sources = _run_sources(given, cli_keys, getattr(args, "config", None))
+    taken = apply_checkpoint_settings(args, ckpt_meta, given, sources) if args.ckpt_path else set()
+    args = apply_file_settings(args, deployed, given | taken, logger, sources)
+    prep = EvalPreprocessing.from_keys(vars(args), source=", ".join(sorted(set(sources.values()))) or "the defaults")
+    if logger is not None:
+        logger.info("%s", describe_preprocessing(prep, sources))
+    return args
+
+
+def validate(args, given_keys=None, cli_keys=None):
     """Evaluate what ``args`` names; return the result dict (also written to ``args.json``).
 
-    ``given_keys``: the config keys the run set itself (command line or YAML); an exported file's
-    metadata supplies the others of ``FILE_KEYS``. None: the keys that differ from the defaults.
+    ``given_keys``: the config keys the run set itself (command line or YAML), ``cli_keys`` those of
+    them given on the command line (for the log line); the checkpoint's and then an exported file's
+    metadata supply the others of ``FILE_KEYS``. None: the keys that differ from the defaults.
     """
     check_inputs(args)
     deployed = open_deployed(getattr(args, "onnx_path", None), getattr(args, "mindir_path", None))
     dist = setup_runtime(args)
     logger = setup_logging(None, dist.rank, dist.world_size, debug=getattr(args, "debug", False))
-    args = apply_file_settings(args, deployed, given_keys, logger if dist.rank == 0 else None)
-    if deployed and (args.ckpt_path or args.pretrained):
+    ckpt_classes, ckpt_meta = read_checkpoint_facts(args.ckpt_path) if args.ckpt_path else (None, {})
+    args = _settings(args, deployed, given_keys, cli_keys, ckpt_meta, logger if dist.rank == 0 else None)
+    if args.ckpt_path or args.pretrained:
         check_model_name(args.model)
-    ckpt_classes = checkpoint_num_classes(args.ckpt_path) if args.ckpt_path else None
-    ckpt_names = checkpoint_class_names(args.ckpt_path, ckpt_classes, logger) if args.ckpt_path else None
+    ckpt_names = checkpoint_class_names(args.ckpt_path, ckpt_classes, logger, ckpt_meta) if args.ckpt_path else None
     num_classes = _num_classes(args, ckpt_classes, deployed)
-    file_names = _file_class_names(deployed, num_classes, logger)
-    if ckpt_names is not None and file_names is not None and ckpt_names != file_names:
-        raise UserError(f"the class names stored in {args.ckpt_path} and in {deployed[0].path} differ: the file "
-                        f"was not exported from this checkpoint")
-    names, names_from = ckpt_names, args.ckpt_path
-    if names is None and file_names is not None:
-        names, names_from = file_names, deployed[0].path
-    if names is not None and args.class_list:
-        # an explicit list maps the folders onto the classifier's outputs: it decides the labels
-        logger.info("labels follow --class_list %s, not the class names stored in %s", args.class_list, names_from)
-        names = None
-    elif names is not None:
-        logger.info("labels follow the %d class names stored in %s", len(names), names_from)
+    names = _label_names(args, ckpt_names, _file_class_names(deployed, num_classes, logger), deployed, logger)
     val_data = data_setup.build_val(args, dist, class_names=names)
     num_classes = num_classes or len(val_data.class_names)
     if len(val_data.class_names) > num_classes:
         raise UserError(f"the validation set {val_data.root} has {len(val_data.class_names)} classes but the "
                         f"model has {num_classes}: check --data_dir/--val_split, or pass --class_list to map "
                         "the folders onto the model's classes")
+    if names is None and dist.rank == 0:
+        _warn_wordnet_subset(args, val_data.class_names, num_classes, logger)
     eval_net = None
     if args.ckpt_path or args.pretrained:
         net = create_model(args.model, pretrained=args.pretrained, num_classes=num_classes,
