@@ -7,6 +7,9 @@ pipeline, and the model table (parameters, MACs, published accuracy).
     python benchmark.py --model res2net50 --task infer --batch_size 8 --compare mindcv,torch,onnxruntime
     python benchmark.py --model res2net50 --task train --batch_size 8 --opt adamw --compare mindcv,torch
     python benchmark.py --task data --batch_size 32 --workers 1,2  # JPEG decode + ImageNet train transforms
+    python benchmark.py --reproduce --ckpt res2net50=r50.ckpt --data_dir /data/imagenet --out repro   # MindCV's table
+    python benchmark.py --reproduce --data_dir /data/imagenet --out repro --devices 8                 # ... by training
+    python benchmark.py --reproduce --from_runs repro              # the table again from the row folders
 
 The work is done by the package ``mindcv_res2net.benchmark`` (one module per task); this script
 parses the command line, runs the task and writes the JSON.
@@ -30,6 +33,9 @@ onnxruntime with as many intra-op threads as MindSpore's CPU runtime; its ratios
 every reference and to ``ours`` / ``ours_optimized``). A reference that is not installed or lacks
 the model is reported as not available.
 
+Reproduction (``--reproduce``): MindCV's Res2Net table, from released checkpoints or by training each
+row's recipe through train.py and validate.py (``mindcv_res2net.benchmark.reproduce``).
+
 Memory: ``rss_growth_mb`` is how much the process's resident memory grew while that
 implementation was built, compiled and warmed up (implementations share one process, so this is
 an indication, not an isolated peak); ``peak_rss_mb`` is the whole process's peak. On GPU /
@@ -42,7 +48,7 @@ import os
 import sys
 
 from mindcv_res2net.atomic_io import write_text_atomic
-from mindcv_res2net.benchmark.options import build_parser, validate
+from mindcv_res2net.benchmark.options import build_parser, command, validate
 from mindcv_res2net.cli import run_main
 
 # set by the ``__main__`` block: end the process with os._exit after flushing (skips the
@@ -53,7 +59,7 @@ _HARD_EXIT = False
 def _validate(args):
     """Check the command line; the model name last, as it imports MindSpore (the registry)."""
     validate(args)
-    if not args.table:
+    if not args.table and not args.reproduce and not args.from_runs:
         from mindcv_res2net.benchmark.runners import check_model  # imports MindSpore
 
         check_model(args.model)
@@ -72,6 +78,10 @@ def _task(args):
         from mindcv_res2net.benchmark.table import run_table
 
         return run_table
+    if args.reproduce or args.from_runs:
+        from mindcv_res2net.benchmark.reproduce import run_reproduce
+
+        return lambda a: run_reproduce(a, scripts_dir=os.path.dirname(os.path.abspath(__file__)))
     if args.task == "data":
         from mindcv_res2net.benchmark.data import run_data
 
@@ -84,6 +94,7 @@ def _task(args):
 def main(argv):
     args = build_parser().parse_args(argv)
     args.argv = list(argv)
+    args.command = command(args)
     _validate(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     report = _task(args)(args)

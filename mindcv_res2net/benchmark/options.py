@@ -4,9 +4,11 @@ The model name is checked by :func:`mindcv_res2net.benchmark.runners.check_model
 registry, hence MindSpore); everything here runs before MindSpore is imported.
 """
 import argparse
+import os
 
 from ..cli.options import BoolFlag, Parser, add_debug, split_list
 from ..errors import UserError
+from .published import RECIPE_DEVICES, ROW_NAMES
 
 TASKS = ("train", "infer", "data")
 REFERENCES = ("mindcv", "torch", "timm", "onnxruntime")
@@ -56,13 +58,85 @@ def build_parser():
                         "mindcv_res2net.data.prepare mindrecord'), measured beside ImageFolder; default: one "
                         "written to a temporary folder in this run; 'none': ImageFolder only")
     p.add_argument("--seed", type=int, default=0)
+    _add_reproduce_options(p)
     add_debug(p)
     return p
+
+
+def _add_reproduce_options(p):
+    g = p.add_argument_group("reproduce MindCV's Res2Net table (--reproduce)")
+    g.add_argument("--reproduce", action=BoolFlag,
+                   help="validate released checkpoints (--ckpt) or train each row's recipe, then write "
+                        "OUT/table.md and OUT/table.json beside MindCV's published figures")
+    g.add_argument("--ckpt", action="append", default=[], metavar="ROW=PATH",
+                   help="a released checkpoint of a row (repeatable): validated with the row's recipe, no training")
+    g.add_argument("--out", default=None, help="the folder of the rows and the table")
+    g.add_argument("--rows", default=",".join(ROW_NAMES), help="the rows to train (comma-separated)")
+    g.add_argument("--devices", type=int, default=1,
+                   help="ranks to train on (mpirun -n N when N > 1); fewer than the recipe's 8 keep the published "
+                        "global batch by gradient accumulation (8 / N)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_keys",
+                   help="override a recipe key for every row (repeatable; a list as KEY='0.08 1.0'): the rows "
+                        "are then rehearsals, not comparable to the published ones")
+    g.add_argument("--recipe", default="gpu", choices=("gpu", "ascend"),
+                   help="which of the published recipes: configs/res2net/<row>_gpu.yaml or _ascend.yaml")
+    g.add_argument("--from_runs", default=None, metavar="OUT",
+                   help="rebuild OUT/table.md and table.json from the row folders alone (runs trained elsewhere)")
+
+
+def _parse_pairs(values, flag):
+    pairs = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise UserError(f"{flag} {item!r}: write KEY=VALUE, e.g. {flag} "
+                            + ("res2net50=res2net50.ckpt" if flag == "--ckpt" else "epoch_size=2"))
+        pairs[key.strip().lstrip("-")] = value.strip()
+    return pairs
+
+
+def _check_rows(names, flag):
+    unknown = [n for n in names if n not in ROW_NAMES]
+    if unknown:
+        raise UserError(f"unknown row in {flag}: {', '.join(unknown)}. The rows of MindCV's table: "
+                        f"{', '.join(ROW_NAMES)}")
+
+
+def validate_reproduce(args):
+    """Check the --reproduce command line; fill in ``row_names``, ``ckpt_paths``, ``overrides``."""
+    args.ckpt_paths = _parse_pairs(args.ckpt, "--ckpt")
+    args.overrides = _parse_pairs(args.set_keys, "--set")
+    _check_rows(list(args.ckpt_paths), "--ckpt")
+    if args.from_runs:
+        if not os.path.isdir(args.from_runs):
+            raise UserError(f"--from_runs folder not found: {args.from_runs}. Pass the --out folder of a reproduction.")
+        args.row_names = []
+        return
+    if not args.out:
+        raise UserError("--reproduce needs --out OUT: the folder for the rows and the table.")
+    for row, path in args.ckpt_paths.items():
+        if not os.path.isfile(path):
+            raise UserError(f"--ckpt {row}={path}: file not found. Pass the path of the released checkpoint.")
+    args.row_names = list(args.ckpt_paths) or split_list(args.rows)
+    _check_rows(args.row_names, "--rows")
+    if args.devices < 1 or (RECIPE_DEVICES % args.devices and not args.ckpt_paths
+                            and "gradient_accumulation_steps" not in args.overrides):
+        raise UserError(f"--devices {args.devices}: use 1, 2, 4 or 8 (the recipes' global batch is 8 x batch_size), "
+                        "or choose the accumulation yourself with --set gradient_accumulation_steps=K")
+    if not args.data_dir or not os.path.isdir(os.path.join(args.data_dir, "val")):
+        raise UserError(f"--data_dir {args.data_dir}: no val/ folder in it. Pass the ImageNet root that holds "
+                        "train/<class>/ and val/<class>/ (validate.py reads val/).")
+    if not args.ckpt_paths and not os.path.isdir(os.path.join(args.data_dir, "train")):
+        raise UserError(f"--data_dir {args.data_dir}: no train/ folder in it, which training needs. Pass the "
+                        "ImageNet root, or --ckpt ROW=PATH to validate released checkpoints only.")
 
 
 def validate(args):
     """Check the parsed command line (the model name aside) and fill in ``args.references`` and
     ``args.worker_counts``; ``UserError`` for a mistake."""
+    if args.reproduce or args.from_runs:
+        validate_reproduce(args)
+        return
     if args.batch_size <= 0:
         raise UserError(f"batch_size must be > 0, got {args.batch_size}. Pass --batch_size 1 or more")
     if args.steps <= 0:

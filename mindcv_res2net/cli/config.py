@@ -82,6 +82,11 @@ def _is_null_word(v):
     return isinstance(v, str) and v.strip().lower() in NULL_WORDS
 
 
+def _is_choice(spec, v):
+    return (spec.choices is not None and isinstance(v, str)
+            and v.strip().lower() in {str(c).lower() for c in spec.choices})
+
+
 def _to_bool(v):
     try:
         return parse_bool(v)
@@ -148,7 +153,7 @@ def _coerce(spec, v, from_cli):
             v = None
         else:
             v = _cli_list(v)
-    if v is None or _is_null_word(v):
+    if v is None or (_is_null_word(v) and not _is_choice(spec, v)):  # lr_scale: none is a value
         if spec.nullable:
             return None
         raise _BadType

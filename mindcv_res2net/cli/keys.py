@@ -247,6 +247,13 @@ KEYS = [
                 "is not implemented here; use adamw or lamb"},
        canon=_lower),
     _k("lr", "float", 0.001, "optimizer", "peak learning rate", check=_ge(0)),
+    _k("lr_scale", "str", "none", "optimizer",
+       "scale lr with the global batch (batch_size x ranks x gradient_accumulation_steps): none (MindCV), "
+       "linear (lr x global/lr_base_batch) or sqrt (lr x sqrt(global/lr_base_batch))",
+       choices=("none", "linear", "sqrt"), canon=_lower),
+    _k("lr_base_batch", "int", 256, "optimizer",
+       "the global batch that lr is given for, with lr_scale (256: MindCV's recipes, 8 devices x 32)",
+       check=_ge(1)),
     _k("momentum", "float", 0.9, "optimizer", "momentum", check=_ge(0)),
     _k("weight_decay", "float", 1e-6, "optimizer", "weight decay", check=_ge(0)),
     _k("use_nesterov", "bool", False, "optimizer", "Nesterov momentum"),

@@ -37,13 +37,17 @@ def evaluate(network, loader, num_batches=None, progress=None):
     """Evaluate ``network`` on ``loader`` (batches of images and int labels).
 
     Returns {"top1", "top5", "loss", "num_samples"} with top1/top5 as fractions, already summed
-    over all ranks. ``progress`` is an optional callable(batch_index, num_batches).
+    over all ranks, and this rank's speed: ``ms_per_step``, the median forward pass of its full
+    batches after the first (steady state: no graph compile; the wait for data excluded), and
+    ``img_per_s`` (the batch size over that median); None when there is no such batch.
+    ``progress`` is an optional callable(batch_index, num_batches).
     """
     network.set_train(False)
     step = _LogitsAndLoss(network)
     correct1 = correct5 = 0
     loss_sum = 0.0
     count = 0
+    step_times = []  # (batch size, seconds) of every forward pass
     start = time.time()
     for i, (images, labels) in enumerate(loader):
         labels_np = labels.asnumpy() if hasattr(labels, "asnumpy") else np.asarray(labels)
@@ -51,8 +55,11 @@ def evaluate(network, loader, num_batches=None, progress=None):
             labels_np = labels_np.argmax(1)
         labels_np = labels_np.astype(np.int32)
         valid = labels_np >= 0  # the data set marks an unreadable file with label -1 (a placeholder image)
+        t_step = time.time()
         logits, losses = step(images, ms.Tensor(np.where(valid, labels_np, 0).astype(np.int32)))
-        logits, losses = logits.asnumpy()[valid], losses.asnumpy()[valid]
+        logits, losses = logits.asnumpy(), losses.asnumpy()
+        step_times.append((len(labels_np), time.time() - t_step))
+        logits, losses = logits[valid], losses[valid]
         labels_np = labels_np[valid]
         correct1 += topk_correct(logits, labels_np, 1)
         correct5 += topk_correct(logits, labels_np, 5)
@@ -63,7 +70,19 @@ def evaluate(network, loader, num_batches=None, progress=None):
     totals = all_reduce_sum(np.array([correct1, correct5, loss_sum, count], np.float64))
     correct1, correct5, loss_sum, count = totals.tolist()
     count = int(round(count))
+    speed = _steady_speed(step_times)
     if count == 0:
-        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "num_samples": 0, "seconds": time.time() - start}
+        return {"top1": 0.0, "top5": 0.0, "loss": float("nan"), "num_samples": 0, "seconds": time.time() - start,
+                **speed}
     return {"top1": correct1 / count, "top5": correct5 / count, "loss": loss_sum / count,
-            "num_samples": count, "seconds": time.time() - start}
+            "num_samples": count, "seconds": time.time() - start, **speed}
+
+
+def _steady_speed(step_times):
+    """``ms_per_step`` / ``img_per_s`` of the full batches after the first (see ``evaluate``)."""
+    if not step_times:
+        return {"ms_per_step": None, "img_per_s": None}
+    batch = max(n for n, _ in step_times)
+    full = [t for n, t in step_times[1:] if n == batch] or [t for _, t in step_times]
+    median = float(np.median(full))
+    return {"ms_per_step": 1000 * median, "img_per_s": batch / median if median > 0 else None}

@@ -9,8 +9,11 @@ import time
 
 from .. import atomic_io
 
+# train_step_ms: the median train step of the epoch without its first (steady state: no compile, no
+# iterator start); ranks and global_batch (batch_size x ranks x gradient_accumulation_steps): the run's shape
 METRIC_FIELDS = ["epoch", "train_loss", "val_top1", "val_top5", "val_loss", "lr", "epoch_time_s",
-                 "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images", "overflow_steps"]
+                 "train_img_per_s", "loader_img_per_s", "data_wait_pct", "skipped_images", "overflow_steps",
+                 "train_step_ms", "ranks", "global_batch"]
 
 
 def setup_logging(log_dir, rank, world_size, debug=False):

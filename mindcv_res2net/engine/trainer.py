@@ -85,9 +85,22 @@ def _resume_opt_to_resume(args):
 
 
 # ---------------------------------------------------------------------------------- build
-def _create_lr(args, steps_per_epoch):
+def scaled_lr(args, world=1):
+    """``(lr, note)``: the peak lr after ``lr_scale`` for this run's global batch (batch_size x ranks x
+    gradient_accumulation_steps against ``lr_base_batch``), and the line that says so (None: unscaled)."""
+    lr, how = args.lr, getattr(args, "lr_scale", "none")
+    if how == "none":
+        return lr, None
+    global_batch = int(args.batch_size) * int(world) * int(args.gradient_accumulation_steps)
+    ratio = global_batch / float(args.lr_base_batch)
+    factor = ratio if how == "linear" else math.sqrt(ratio)
+    return lr * factor, (f"lr_scale {how}: lr {lr:g} x {'' if how == 'linear' else 'sqrt'}(global batch "
+                         f"{global_batch} / lr_base_batch {args.lr_base_batch}) = {lr * factor:g}")
+
+
+def _create_lr(args, steps_per_epoch, world=1):
     return create_scheduler(
-        steps_per_epoch, scheduler=args.scheduler, lr=args.lr, min_lr=args.min_lr,
+        steps_per_epoch, scheduler=args.scheduler, lr=scaled_lr(args, world)[0], min_lr=args.min_lr,
         warmup_epochs=args.warmup_epochs, warmup_factor=args.warmup_factor, decay_epochs=args.decay_epochs,
         decay_rate=args.decay_rate, milestones=args.multi_step_decay_milestones, num_epochs=args.epoch_size,
         num_cycles=args.num_cycles, cycle_decay=args.cycle_decay, lr_epoch_stair=args.lr_epoch_stair)
@@ -104,7 +117,10 @@ def _build_train_step(args, num_classes, steps_per_epoch, world, logger):
         broadcast_parameters(net)  # identical starting weights on every rank, whatever the initialisers
     if getattr(args, "sync_bn", False):
         data_setup.convert_sync_bn(net, args, logger)
-    lr = _create_lr(args, steps_per_epoch)
+    lr = _create_lr(args, steps_per_epoch, world)
+    note = scaled_lr(args, world)[1]
+    if note:
+        logger.info(note)
     optimizer = create_optimizer(
         net, opt=args.opt, lr=lr, weight_decay=args.weight_decay, momentum=args.momentum,
         nesterov=args.use_nesterov, weight_decay_filter=args.weight_decay_filter, eps=args.eps,
@@ -225,14 +241,17 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
     epoch_start = time.time()
     loss_sum, loss_count, wait_time, epoch_wait = 0.0, 0, 0.0, 0.0
     scale_value = math.nan
+    step_times = []  # seconds of each train step (the device work; the wait for data excluded)
     window_start, window_images = time.time(), 0
     t_fetch = time.time()
     for step_in_epoch, (images, labels) in enumerate(train_data):
         waited = time.time() - t_fetch
         wait_time += waited
         epoch_wait += waited
+        t_step = time.time()
         loss, overflow, scale = train_step(images, labels)
         loss_value = float(loss.asnumpy())
+        step_times.append(time.time() - t_step)
         scale_value = float(scale.asnumpy())
         if not guard.step(bool(overflow.asnumpy()), loss_value, scale_value, epoch + 1, step_in_epoch + 1):
             loss_sum += loss_value
@@ -266,7 +285,19 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
             "lr": float(lr[min((epoch + 1) * steps_per_epoch - 1, len(lr) - 1)]),
             "epoch_time_s": epoch_time, "train_img_per_s": steps_per_epoch * args.batch_size * world / epoch_time,
             "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
-            "skipped_images": skipped, "overflow_steps": overflowed}
+            "skipped_images": skipped, "overflow_steps": overflowed,
+            "train_step_ms": 1000 * steady_median(step_times), "ranks": world,
+            "global_batch": args.batch_size * world * int(args.gradient_accumulation_steps)}
+
+
+def steady_median(seconds):
+    """The median of ``seconds`` without the first value (a graph's compile, an iterator's start),
+    unless it is the only one."""
+    values = sorted(seconds[1:] or seconds)
+    if not values:
+        return math.nan
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
 
 
 def _validate(net, val_data, ema, epoch, logger):

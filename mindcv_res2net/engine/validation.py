@@ -33,6 +33,7 @@ from ..checkpoint import PYTORCH_SUFFIXES, meta_of, read_checkpoint
 from ..class_names import IMAGENET_WNIDS_FILE, imagenet_wordnet_ids
 from ..cli.config import get_defaults
 from ..data.transforms import EVAL_KEYS, EvalPreprocessing, describe_preprocessing
+from ..distributed import get_dist_info
 from ..errors import UserError
 from ..models import is_model
 from ..models.factory import check_model_name, create_model
@@ -348,7 +349,11 @@ def _report(args, runs, deployed, logger):
     by_path = dict(zip((m.path for m in deployed), runs[1:] if reference else runs))
     main = reference or runs[0]
     result = {"model": args.model, "ckpt_path": args.ckpt_path, "top1": main["top1"], "top5": main["top5"],
-              "loss": main["loss"], "num_samples": main["num_samples"]}
+              "loss": main["loss"], "num_samples": main["num_samples"],
+              # rank 0's steady-state speed at this batch size, and the run's shape (benchmark.py --reproduce)
+              "ms_per_step": main.get("ms_per_step"), "img_per_s": main.get("img_per_s"),
+              "batch_size": args.batch_size, "num_classes": args.num_classes, "device_target": args.device_target,
+              "mode": args.mode, "ranks": get_dist_info().world_size}
     for model in deployed:
         result[model.option[2:]] = model.path
     if not deployed:
@@ -390,4 +395,4 @@ def _report(args, runs, deployed, logger):
 
 def _figures(res):
     return {"top1": res["top1"], "top5": res["top5"], "loss": res["loss"], "num_samples": res["num_samples"],
-            "seconds": res["seconds"]}
+            "seconds": res["seconds"], "ms_per_step": res.get("ms_per_step"), "img_per_s": res.get("img_per_s")}
