@@ -65,3 +65,14 @@ def test_demo_training_prints_no_deprecation(data_and_ckpt, tmp_path):
                                              "--num_parallel_workers", "1"], timeout=300))
     assert any(line.startswith("saved ") for line in lines), "\n".join(lines)
     _assert_no_deprecation(lines)
+
+
+def test_pynative_training_prints_no_deprecation(data_and_ckpt, tmp_path):
+    """Training in PyNative mode (mode 1): the single-process gradient reducer was ``ops.identity``,
+    whose deprecation MindSpore 2.8 logs on every PyNative step."""
+    data, _ckpt = data_and_ckpt
+    lines = _console(run_script("train.py", FAST + ["--model", "res2net50", "--data_dir", data, "--warmup_epochs",
+                                                    "0", "--ckpt_save_dir", tmp_path / "ckpt",
+                                                    "--val_while_train", "false"], timeout=300))
+    assert any(line.startswith("saved ") for line in lines), "\n".join(lines)
+    _assert_no_deprecation(lines)

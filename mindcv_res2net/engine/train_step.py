@@ -239,6 +239,14 @@ def _default_grad_reducer(optimizer):
     return nn.DistributedGradReducer(optimizer.parameters, mean=True, degree=get_group_size())
 
 
+class _KeepGradients(nn.Cell):
+    """The gradient reducer of a single process: the gradients as they are (``ops.identity`` would do
+    the same, but MindSpore 2.8 logs its deprecation at every PyNative step)."""
+
+    def construct(self, grads):
+        return grads
+
+
 # --------------------------------------------------------------------------------------------
 # TrainStep
 # --------------------------------------------------------------------------------------------
@@ -349,7 +357,7 @@ class TrainStep(nn.Cell):
         self.distributed = ms.context.get_auto_parallel_context("parallel_mode") == "data_parallel"
         if grad_reducer is None:
             grad_reducer = _default_grad_reducer(optimizer)
-        self.grad_reducer = grad_reducer if grad_reducer is not None else ops.identity
+        self.grad_reducer = grad_reducer if grad_reducer is not None else _KeepGradients()
         if self.distributed:
             self.allreduce = ops.AllReduce()
 
