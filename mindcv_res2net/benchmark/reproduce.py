@@ -249,7 +249,12 @@ def row_from_files(row_dir, name, ckpt=None):
     else:
         context = _context(validation.get("device_target", "?"), validation.get("ranks", 1),
                            validation.get("mode", 0), None)
-    params = count_parameters(model, int(validation.get("num_classes") or config.get("num_classes") or 1000))
+    num_classes = int(validation.get("num_classes") or config.get("num_classes") or 1000)
+    params = count_parameters(model, num_classes)
+    notes = list(published.notes)
+    if num_classes != 1000:
+        notes.append(f"{name}: params of its {num_classes}-class model; the published column counts the 1000-class "
+                     f"classifier ({published.params_m.value} M)")
     return {
         "row": name, "model": model, "config": settings.get("config") or published.config("gpu"),
         "context": context,
@@ -261,7 +266,7 @@ def row_from_files(row_dir, name, ckpt=None):
         "ckpt": ckpt, "ckpt_sha256": sha256_of(ckpt) if ckpt and os.path.isfile(ckpt) else None,
         "published": published.as_json(),
         "rehearsal": bool(settings.get("rehearsal", False)),
-        "notes": list(published.notes),
+        "notes": notes,
     }
 
 
