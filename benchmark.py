@@ -49,6 +49,7 @@ import sys
 
 from mindcv_res2net.atomic_io import write_text_atomic
 from mindcv_res2net.benchmark.options import build_parser, command, validate
+from mindcv_res2net.benchmark.reproduce import run_reproduce  # runs the scripts in subprocesses: no MindSpore here
 from mindcv_res2net.cli import run_main
 
 # set by the ``__main__`` block: end the process with os._exit after flushing (skips the
@@ -79,8 +80,6 @@ def _task(args):
 
         return run_table
     if args.reproduce or args.from_runs:
-        from mindcv_res2net.benchmark.reproduce import run_reproduce
-
         return lambda a: run_reproduce(a, scripts_dir=os.path.dirname(os.path.abspath(__file__)))
     if args.task == "data":
         from mindcv_res2net.benchmark.data import run_data

@@ -287,7 +287,7 @@ def _train_epoch(args, epoch, train_data, train_step, lr, world, loader_rate, lo
             "loader_img_per_s": loader_rate, "data_wait_pct": 100.0 * epoch_wait / max(epoch_time, 1e-9),
             "skipped_images": skipped, "overflow_steps": overflowed,
             "train_step_ms": 1000 * steady_median(step_times), "ranks": world,
-            "global_batch": args.batch_size * world * int(args.gradient_accumulation_steps)}
+            "global_batch": args.batch_size * world * int(getattr(args, "gradient_accumulation_steps", 1))}
 
 
 def steady_median(seconds):
