@@ -7,6 +7,7 @@ stage-block convolutions merged, only ONNX-exportable operators), compiled in gr
     python export.py --ckpt_path ckpt/fashion_mnist/res2net50_best.ckpt --file_format ONNX   # a train.py checkpoint
     python export.py --model res2net50_v1b --pretrained --file_format ONNX --out v1b.onnx
     python export.py --model res2net50 --ckpt_path r50.ckpt --file_format ONNX --dynamic_batch false --batch_size 8
+    python export.py --ckpt_path best.ckpt --file_format ONNX --quantize int8 --calib_data data/fashion_mnist
 
 Batch dimension: ONNX files take any batch size by default (``--dynamic_batch false``: the fixed
 ``--batch_size``); MINDIR files have the fixed ``--batch_size`` unless ``--dynamic_batch`` is given.
@@ -24,13 +25,23 @@ ids for 1000 classes. Display names: ``--class_names FILE``, else the checkpoint
 for 1000 classes, else ``class_<i>``. ONNX export needs the deployment extra
 (``pip install 'mindcv_res2net[deploy]'``: onnx, onnxruntime).
 
+int8 (``--quantize int8``, ONNX only; ``mindcv_res2net.quantize``): the float32 export is
+quantized statically by onnxruntime's quantization tools (QDQ format, int8 per-channel weights,
+uint8 activations), its activation ranges calibrated (``--calib_method``: minmax, entropy,
+percentile) on ``--calib_images`` images (default 512) drawn with a fixed seed from ``--calib_data``
+(a data root with ``train/``, or any folder of images), each through the model's evaluation
+transform, the one the file's metadata states. The metadata also records the quantization
+(``quantization``: scheme, calibration method, folder and number of images).
+
 ``--out``: the file to write; the format's suffix (.mindir / .onnx / .air) is added when missing.
 The file is written under a temporary name and renamed, so a kill never leaves a partial file
 under the final name. A user's mistake prints one line (``error: ...``) and exits with status 2.
 """
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 import numpy as np
 
@@ -40,6 +51,8 @@ from mindcv_res2net.cli.config import add_preprocessing_options, deploy_layers
 from mindcv_res2net.cli.options import (BoolFlag, Parser, add_debug, add_device_target, non_negative_int,
                                         positive_int)
 from mindcv_res2net.errors import UserError
+from mindcv_res2net.quantize import (CALIB_METHODS, DEFAULT_CALIB_IMAGES, calibration_arrays, calibration_files,
+                                     calibration_root, quantization_metadata, quantize_onnx_file)
 from mindcv_res2net.runtimes import EXPORT_SUFFIXES as SUFFIXES
 from mindcv_res2net.runtimes import export_network, make_metadata, require_onnx
 
@@ -69,9 +82,22 @@ def build_parser():
     parser.add_argument("--class_names", default=None,
                         help="text file with one class name per line, stored in the file's metadata "
                              "(default: the checkpoint's, else ImageNet's for 1000 classes)")
+    add_quantize_options(parser)
     add_device_target(parser)
     add_debug(parser)
     return parser
+
+
+def add_quantize_options(parser):
+    group = parser.add_argument_group("int8 quantization (ONNX)")
+    group.add_argument("--quantize", type=str.lower, default=None, choices=["int8"],
+                       help="int8: static int8 quantization of the ONNX file (QDQ, per-channel weights)")
+    group.add_argument("--calib_data", default=None, metavar="DIR",
+                       help="calibration images: a data root with train/, or any folder of images")
+    group.add_argument("--calib_images", type=positive_int, default=None,
+                       help=f"calibration images drawn from --calib_data (default {DEFAULT_CALIB_IMAGES})")
+    group.add_argument("--calib_method", type=str.lower, default=None, choices=sorted(CALIB_METHODS),
+                       help="how activation ranges are calibrated (default minmax)")
 
 
 def output_path(out, model, file_format):
@@ -105,7 +131,28 @@ def parse_args(argv):
     if args.class_names and not os.path.isfile(args.class_names):
         raise UserError(f"class-names file not found: {args.class_names}. Pass a text file with one class "
                         f"name per line.")
+    _check_quantize_options(args)
     return args
+
+
+def _check_quantize_options(args):
+    """The --quantize options, and the calibration folder (its image files, in their seeded order,
+    in ``args.calib_files``), before any model work."""
+    args.calib_files = None
+    if not args.quantize:
+        given = [f"--{k}" for k in ("calib_data", "calib_images", "calib_method") if getattr(args, k) is not None]
+        if given:
+            raise UserError(f"{', '.join(given)} only apply to --quantize int8: add --quantize int8 (ONNX), or "
+                            f"leave them out")
+        return
+    if args.file_format != "ONNX":
+        raise UserError(f"--quantize int8 writes ONNX files only, not {args.file_format}: add --file_format ONNX")
+    if not args.calib_data:
+        raise UserError("--quantize int8 needs calibration images: pass --calib_data DIR (the training data root, "
+                        "or a folder of training images)")
+    args.calib_images = args.calib_images or DEFAULT_CALIB_IMAGES
+    args.calib_method = args.calib_method or "minmax"
+    args.calib_files = calibration_files(args.calib_data, args.calib_images)
 
 
 def _build(args):
@@ -173,13 +220,33 @@ def main(argv):
         x = ms.Tensor(np.zeros(shape, np.float32))
     output = "logits" if info["num_classes"] > 0 else "features"
     print(describe_preprocessing(prep, sources))
-    export_network(net, (x,), path, args.file_format, input_names=["input"], output_names=[output],
-                   dynamic_batch=dynamic, metadata=_metadata(args, info, prep))
+    metadata = _metadata(args, info, prep)
+    if args.quantize:
+        _export_int8(args, net, x, path, output, dynamic, metadata, prep)
+    else:
+        export_network(net, (x,), path, args.file_format, input_names=["input"], output_names=[output],
+                       dynamic_batch=dynamic, metadata=metadata)
     batch = "N" if dynamic else str(args.batch_size)
     size = prep.image_resize
+    kind = f"int8 ({args.calib_method} calibration on {args.calib_images} images) " if args.quantize else ""
     print(f"exported {info['model']} ({info['weights']}; {info['num_classes']} classes, input "
-          f"{batch}x{info['in_channels']}x{size}x{size}) as {args.file_format} to {path}")
+          f"{batch}x{info['in_channels']}x{size}x{size}) as {kind}{args.file_format} to {path}")
     return 0
+
+
+def _export_int8(args, net, x, path, output, dynamic, metadata, prep):
+    """The float32 ONNX file in a temporary folder beside ``path``, quantized into ``path``."""
+    import onnxruntime
+
+    arrays = calibration_arrays(args.calib_files, prep, args.calib_images, folder=calibration_root(args.calib_data))
+    staging = tempfile.mkdtemp(prefix=".export_fp32_", dir=os.path.dirname(path))
+    try:
+        fp32 = export_network(net, (x,), os.path.join(staging, "model.onnx"), "ONNX", input_names=["input"],
+                              output_names=[output], dynamic_batch=dynamic, metadata=metadata)
+        info = quantization_metadata(args.calib_method, args.calib_data, args.calib_images, onnxruntime.__version__)
+        quantize_onnx_file(fp32, path, arrays, method=args.calib_method, metadata={"quantization": info})
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

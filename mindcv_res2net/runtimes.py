@@ -26,6 +26,9 @@ deployed file needs nothing else to be run and named:
 ``display_names``      JSON list: the names ``predict.py`` shows for the outputs
 ``weights``            where the weights came from (a checkpoint's file name, or the published ones)
 ``toolkit``, ``toolkit_version``, ``mindspore_version``: what wrote the file
+``quantization``       JSON, int8 files only (``export.py --quantize int8``, ``quantize.py``): the
+                       scheme (QDQ, int8 per-channel weights, uint8 activations), the calibration
+                       method, folder and number of images
 =====================  ==========================================================================
 
 Files written by earlier versions of export.py hold ``class_names`` (display names) instead of the
@@ -70,7 +73,7 @@ _FIELDS = {
     "image_mode": "str", "resize_mode": "str", "mean": "floats", "std": "floats", "crop_pct": "float",
     "interpolation": "str", "label_names": "names", "label_source": "str", "display_names": "names",
     "class_names": "names", "weights": "str", "toolkit": "str", "toolkit_version": "str",
-    "mindspore_version": "str",
+    "mindspore_version": "str", "quantization": "dict",
 }
 LABEL_SOURCES = ("training", "imagenet")
 _LOG = logging.getLogger("mindcv_res2net")
@@ -370,8 +373,14 @@ class DeployedModel:
 
     @property
     def label(self):
-        """How reports name it: ``model.onnx (onnxruntime)``."""
-        return f"{os.path.basename(self.path)} ({self.backend})"
+        """How reports name it: ``model.onnx (onnxruntime)``, ``model_int8.onnx (onnxruntime, int8)``."""
+        kind = ", int8" if self.quantization else ""
+        return f"{os.path.basename(self.path)} ({self.backend}{kind})"
+
+    @property
+    def quantization(self):
+        """The file's ``quantization`` metadata (an int8 file written by ``export.py --quantize``), or None."""
+        return self.metadata.get("quantization")
 
     def _run(self, batch):
         raise NotImplementedError

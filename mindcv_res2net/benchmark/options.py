@@ -11,7 +11,7 @@ from ..errors import UserError
 from .published import RECIPE_DEVICES, ROW_NAMES
 
 TASKS = ("train", "infer", "data")
-REFERENCES = ("mindcv", "torch", "timm", "onnxruntime")
+REFERENCES = ("mindcv", "torch", "timm", "onnxruntime", "onnxruntime_int8")
 AMP_LEVELS = ("O0", "O1", "O2", "O3")
 # train task: (lr, weight decay) of each optimizer, for every implementation alike
 OPTIMIZER_SETTINGS = {"momentum": (0.01, 1e-4), "adam": (1e-3, 1e-4), "adamw": (1e-3, 0.05)}
@@ -40,7 +40,8 @@ def build_parser():
     p.add_argument("--compare", default="",
                    help="comma-separated references measured in the same run: mindcv, torch, timm, "
                         "onnxruntime (infer only: our model exported to ONNX as export.py does, run by "
-                        "onnxruntime with MindSpore's CPU thread count)")
+                        "onnxruntime with MindSpore's CPU thread count), onnxruntime_int8 (that file "
+                        "quantized as export.py --quantize int8 does, calibrated on random images: speed only)")
     p.add_argument("--settle_ms", type=float, default=20.0,
                    help="untimed pause before each timed step, so that the thread pools of the previous "
                         "implementation (MindSpore, OpenMP) stop spinning before the next one is timed")
@@ -168,8 +169,9 @@ def validate(args):
             refs.append(key)
     if refs and args.task == "data":
         raise UserError("--compare applies to --task train and infer, not to --task data")
-    if "onnxruntime" in refs and args.task == "train" and not args.table:
-        raise UserError("--compare onnxruntime measures inference only: use it with --task infer")
+    for name in ("onnxruntime", "onnxruntime_int8"):
+        if name in refs and args.task == "train" and not args.table:
+            raise UserError(f"--compare {name} measures inference only: use it with --task infer")
     args.references = refs
     try:
         args.worker_counts = [int(w) for w in split_list(args.workers)]

@@ -2,8 +2,9 @@
 
 ``ours`` (mindcv_res2net, trained with ``TrainStep``), ``ours_optimized`` (inference only:
 ``optimize_for_inference``), ``mindcv`` (MindCV's own Res2Net, same TrainStep / AMP wrapper),
-``torch`` (the torch.nn reference, ``bench_torch``), ``timm`` (timm's model) and ``onnxruntime``
-(inference only: our model exported to ONNX as ``export.py`` writes it, run by onnxruntime). A
+``torch`` (the torch.nn reference, ``bench_torch``), ``timm`` (timm's model), ``onnxruntime``
+(inference only: our model exported to ONNX as ``export.py`` writes it, run by onnxruntime) and
+``onnxruntime_int8`` (the same file quantized as ``export.py --quantize int8`` does it). A
 reference that is not installed or lacks the model raises ``Unavailable`` and is reported as not
 available.
 """
@@ -22,13 +23,16 @@ from ..errors import UserError
 from ..models.inference import optimize_for_inference
 from ..models.factory import create_model
 from ..models.registry import is_model, list_models, resolve_name
+from ..quantize import quantize_onnx_file
 from ..runtimes import (OnnxRuntimeModel, default_num_threads, export_network, make_metadata, require_onnx,
                         require_onnxruntime)
 from .common import version
 from .options import OPTIMIZER_SETTINGS
 
 # our model run by another runtime: its ratios are taken to the references and to ``ours*``
-DEPLOYED = ("onnxruntime",)
+DEPLOYED = ("onnxruntime", "onnxruntime_int8")
+# images the int8 row is calibrated on (random weights and images: the row measures speed only)
+BENCH_CALIB_IMAGES = 16
 
 
 class Unavailable(Exception):
@@ -258,6 +262,13 @@ class OnnxRuntimeRunner(Runner):
         if args.device_target != "CPU":
             self.notes.append("onnxruntime runs on the CPU (CPUExecutionProvider)")
 
+    def _write(self, net, path, meta):
+        """The file this row runs (the float32 export); ``(path, what the note says)``."""
+        shape = (1, 3, self.args.image_size, self.args.image_size)
+        export_network(optimize_for_inference(net), (ms.Tensor(np.zeros(shape, np.float32)),), path, "ONNX",
+                       input_names=["input"], output_names=["logits"], dynamic_batch=True, metadata=meta)
+        return path, "variable batch, traced at batch 1"
+
     def setup(self):
         args = self.args
         net = self._build()
@@ -268,9 +279,7 @@ class OnnxRuntimeRunner(Runner):
         folder = tempfile.mkdtemp(prefix="r2bench_onnx_")
         try:
             start = time.perf_counter()
-            path = export_network(optimize_for_inference(net), (ms.Tensor(np.zeros((1,) + shape, np.float32)),),
-                                  os.path.join(folder, "model.onnx"), "ONNX", input_names=["input"],
-                                  output_names=["logits"], dynamic_batch=True, metadata=meta)
+            path, how = self._write(net, os.path.join(folder, "model.onnx"), meta)
             export_s, size_mb = time.perf_counter() - start, os.path.getsize(path) / 2 ** 20
             self.model = OnnxRuntimeModel(path, num_threads=self.threads)  # reads the file: it can go
         finally:
@@ -278,7 +287,7 @@ class OnnxRuntimeRunner(Runner):
         if self.model.batch is not None:
             raise Unavailable(f"the exported ONNX file has a fixed batch of {self.model.batch}, not a variable one")
         self.images, _ = random_batch(args)
-        self.notes.append(f"exported in {export_s:.1f} s ({size_mb:.0f} MB, variable batch, traced at batch 1); "
+        self.notes.append(f"exported in {export_s:.1f} s ({size_mb:.0f} MB, {how}); "
                           f"onnxruntime intra-op threads: {self.model.num_threads or 'its default'} "
                           f"(MindSpore's runtime_num_threads: {self.threads})")
 
@@ -286,13 +295,39 @@ class OnnxRuntimeRunner(Runner):
         self.model(self.images)
 
 
-def _onnxruntime_version():
+class OnnxRuntimeInt8Runner(OnnxRuntimeRunner):
+    """onnxruntime_int8: the ``onnxruntime`` row's file quantized as ``export.py --quantize int8``
+    quantizes it (``quantize.quantize_onnx_file``: QDQ, int8 per-channel weights, uint8
+    activations, MinMax calibration), calibrated on ``BENCH_CALIB_IMAGES`` random images: the
+    weights are random too, so the row measures speed only (accuracy: ``validate.py``)."""
+
+    name = "onnxruntime_int8"
+
+    def __init__(self, args, build, ort_version):
+        super().__init__(args, build, ort_version)
+        self.implementation = self.implementation.replace("ONNX export", "ONNX export, int8 QDQ,")
+        self.precision = "int8 (QDQ; uint8 activations)"
+        self.notes = [n.replace("fp32", "int8") for n in self.notes]
+
+    def _write(self, net, path, meta):
+        fp32, how = super()._write(net, path[:-len(".onnx")] + "_fp32.onnx", meta)
+        rng = np.random.default_rng(self.args.seed + 1)
+        shape = (BENCH_CALIB_IMAGES, 3, self.args.image_size, self.args.image_size)
+        quantize_onnx_file(fp32, path, rng.standard_normal(shape).astype(np.float32))
+        return path, f"{how}; int8 QDQ, MinMax calibration on {BENCH_CALIB_IMAGES} random images"
+
+
+def _onnxruntime_version(name="onnxruntime"):
     """onnxruntime's version; ``Unavailable`` (with the install command) without onnxruntime or onnx."""
     try:
-        ort = require_onnxruntime("--compare onnxruntime")
-        require_onnx("--compare onnxruntime (exporting the model to ONNX)")
+        ort = require_onnxruntime(f"--compare {name}")
+        require_onnx(f"--compare {name} (exporting the model to ONNX)")
+        if name == "onnxruntime_int8":
+            import onnxruntime.quantization  # noqa: F401
     except UserError as exc:
         raise Unavailable(str(exc)) from None
+    except ImportError as exc:
+        raise Unavailable(f"onnxruntime.quantization does not import ({exc})") from None
     return getattr(ort, "__version__", "installed")
 
 
@@ -319,6 +354,8 @@ def make_runners(args, notes):
                                            _torch_builder(args)))
             elif ref == "onnxruntime":
                 runners.append(OnnxRuntimeRunner(args, _ours_builder(args), _onnxruntime_version()))
+            elif ref == "onnxruntime_int8":
+                runners.append(OnnxRuntimeInt8Runner(args, _ours_builder(args), _onnxruntime_version(ref)))
             else:
                 runners.append(TorchRunner(args, "timm", "timm " + str(version("timm")), _timm_builder(args)))
         except Unavailable as exc:

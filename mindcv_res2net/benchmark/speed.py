@@ -81,7 +81,8 @@ def measure(runners, args, unavailable, log=print):
 
 def _ratios(results):
     """img/s ratios: each ``ours*`` row to each reference, ``ours_optimized/ours``, and each
-    deployed row (our model in another runtime: ``onnxruntime``) to each reference and ``ours*``."""
+    deployed row (our model in another runtime: ``onnxruntime``, ``onnxruntime_int8``) to each reference,
+    ``ours*`` and the other deployed rows (``onnxruntime_int8/onnxruntime``)."""
     def ratio(a, b):
         return results[a]["images_per_sec"] / results[b]["images_per_sec"]
 
@@ -95,7 +96,7 @@ def _ratios(results):
     if "ours" in results and "ours_optimized" in results:
         ratios["ours_optimized/ours"] = ratio("ours_optimized", "ours")
     for a in deployed:
-        for b in refs + ours:
+        for b in refs + ours + [d for d in deployed if d != a]:
             ratios[f"{a}/{b}"] = ratio(a, b)
     return ratios
 

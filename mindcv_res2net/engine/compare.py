@@ -6,7 +6,8 @@ checkpoint (the reference, when there is one) and through each exported file
 (``runtimes.DeployedModel``). Each gets its own top-1, top-5 and loss, computed the same way from
 its logits (cross entropy in float64), summed across ranks as ``evaluate`` does.
 
-Against the reference, an exported file must give every image the same top-1 class. A different
+Against the reference, an exported file must give every image the same top-1 class (an int8
+file, ``export.py --quantize int8``, excepted: ``validation`` reports its differences instead). A different
 class counts as a tie, not a disagreement, when the reference's logit for the file's class is
 within ``TIE_RTOL`` (1e-5) of the reference's largest logit, relative to the largest magnitude in
 that row: float rounding may break such a tie either way.
