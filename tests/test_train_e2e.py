@@ -73,12 +73,14 @@ def test_resume_ends_with_the_same_weights(fashion_subset, tmp_path):
     victim = subprocess.Popen([sys.executable, os.path.join(ROOT, "train.py"), *map(str, common),
                                "--ckpt_save_dir", str(part)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, env=env, cwd=ROOT)
+    seen = []
     for line in victim.stdout:
+        seen.append(line)
         if "res2net50-2_3.ckpt" in line:
             victim.kill()
             break
     victim.wait(timeout=60)
-    assert victim.returncode == -9
+    assert victim.returncode == -9, "".join(seen)[-4000:]
     assert not (part / "res2net50-3_3.ckpt").exists()
     proc = run("train.py", *common, "--ckpt_save_dir", part, "--resume", "auto")
     assert proc.returncode == 0, proc.stderr[-3000:]
