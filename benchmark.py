@@ -25,7 +25,7 @@ ours / reference of img/s (> 1: ours is faster).
 
 Implementations: ``ours`` (mindcv_res2net, with ``train_step.TrainStep`` for training),
 ``ours_optimized`` (inference only: ``optimize_for_inference``, BatchNorm folded), ``mindcv``
-(MindCV's own Res2Net, same TrainStep / AMP wrapper), ``torch`` (``benchmarks/bench_torch.py``,
+(MindCV's own Res2Net, same TrainStep / AMP wrapper), ``torch`` (``mindcv_res2net/benchmark/torch_models.py``,
 a torch.nn Res2Net; SGD momentum + CE step), ``timm`` (timm's model when timm imports, else
 the ``torch`` reference in its place, with a note) and ``onnxruntime`` (inference only: our model
 exported to ONNX with a variable batch by export.py's code, into a temporary folder, run by
@@ -48,7 +48,8 @@ import os
 import sys
 
 from mindcv_res2net.atomic_io import write_text_atomic
-from mindcv_res2net.benchmark.options import build_parser, command, validate
+from mindcv_res2net.benchmark.settings import command
+from mindcv_res2net.cli.benchmark_args import build_parser, validate
 from mindcv_res2net.benchmark.reproduce import run_reproduce  # runs the scripts in subprocesses: no MindSpore here
 from mindcv_res2net.cli import run_main
 
@@ -63,7 +64,7 @@ def _validate(args):
     if not args.table and not args.reproduce and not args.from_runs:
         from mindcv_res2net.benchmark.runners import check_model  # imports MindSpore
 
-        check_model(args.model)
+        check_model(args.model, args.image_size if args.task != "data" else None)
 
 
 def make_runners(args, notes):
@@ -82,7 +83,7 @@ def _task(args):
     if args.reproduce or args.from_runs:
         return lambda a: run_reproduce(a, scripts_dir=os.path.dirname(os.path.abspath(__file__)))
     if args.task == "data":
-        from mindcv_res2net.benchmark.data import run_data
+        from mindcv_res2net.benchmark.input_pipeline import run_data
 
         return run_data
     from mindcv_res2net.benchmark.speed import run_speed

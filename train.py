@@ -14,9 +14,9 @@ def main(argv):
     if args.dry_run:
         print(config.dump_config(args), end="")
         return 0
-    from mindcv_res2net.engine.trainer import train
+    from mindcv_res2net.training.trainer import train
 
-    train(args)
+    train(args, config_yaml=config.dump_config(args))
     return 0
 
 

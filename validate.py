@@ -15,6 +15,16 @@ then the file's, then the defaults. One log line says where each came from. A Mi
 stores none: nothing changes for it. With
 ``--ckpt_path`` as well, both are evaluated on the same batches and reported; a file that gives an
 image another top-1 class than the checkpoint (beyond ties) ends the run with an error.
+
+    python validate.py --data_dir /path/to/imagenet --ckpt_path res2net50.ckpt --per_class --json out/result.json
+
+``--per_class`` adds a per-class report of each evaluated model: support, recall (the class's
+top-1), precision and F1 per class and their macro averages, and the confusion matrix, in the JSON
+(``per_class``) and on the console (every class up to 20, else the 10 with the lowest recall); and
+files in ``--per_class_dir`` (default: the folder of ``--json``, else ./per_class):
+per_class.csv, confusion_matrix.csv, confusion_matrix.png (with matplotlib) and misclassified.csv
+(path, true_class, predicted_class, confidence). With an exported file and a checkpoint, each
+model's files carry its file name (confusion_matrix_res2net50.onnx.csv). The same under mpirun.
 """
 import config
 from mindcv_res2net.cli import run_main
@@ -26,7 +36,7 @@ def main(argv):
     if args.dry_run:
         print(config.dump_config(args), end="")
         return 0
-    from mindcv_res2net.engine.validation import validate
+    from mindcv_res2net.evaluation.validation import validate
 
     validate(args, given_keys=given_keys(argv, args.config), cli_keys=given_keys(argv))
     return 0

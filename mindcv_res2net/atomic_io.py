@@ -2,7 +2,8 @@
 the folder.
 
 Every file the toolkit keeps (checkpoints, the checkpoint index, ``metrics.csv``, ``result.log``,
-``config.yaml``) goes through here, so that:
+``config.yaml``, validate.py's JSON, exported models, downloaded and converted weights and their hash
+records) goes through here, so that:
 
 - a kill at any moment leaves either the old file or the new one under the final name, never a
   partial one;
@@ -192,10 +193,17 @@ def commit_staged(staged, path, what="file"):
     return path
 
 
+def create_staging(path, suffix=""):
+    """Create (``O_EXCL``, mode 0600) a new staging file for ``path``; ``(fd, staged path)``. The
+    caller writes it, then ``commit_staged`` puts it in place (or ``remove_quietly`` drops it)."""
+    staged = staging_path(path, suffix)
+    return os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), staged
+
+
 def write_bytes_atomic(path, data, what="file"):
-    staged = staging_path(path)
+    staged = None
     try:
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd, staged = create_staging(path)
         try:
             view = memoryview(data)
             while view:
@@ -203,10 +211,12 @@ def write_bytes_atomic(path, data, what="file"):
         finally:
             os.close(fd)
     except OSError as exc:
-        remove_quietly(staged)
+        if staged:
+            remove_quietly(staged)
         raise write_error(path, exc, what) from exc
     except BaseException:
-        remove_quietly(staged)
+        if staged:
+            remove_quietly(staged)
         raise
     return commit_staged(staged, path, what)
 

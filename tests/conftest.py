@@ -55,7 +55,7 @@ def dataset_warnings():
     its logger directly: ``setup_logging`` elsewhere in the same process turns propagation to the
     root logger off)."""
     handler = _Messages()
-    logger = logging.getLogger("mindcv_res2net.data.dataset")
+    logger = logging.getLogger("mindcv_res2net.data")
     logger.addHandler(handler)
     yield handler.messages
     logger.removeHandler(handler)
@@ -72,7 +72,7 @@ def fashion_mnist_subset(tmp_path_factory):
         if not os.path.isdir(FASHION_MNIST):
             pytest.skip("Debian's dataset-fashion-mnist is not installed (bash scripts/setup.sh installs it)")
         if limit not in made:
-            from mindcv_res2net.data.prepare import prepare
+            from mindcv_res2net.data.preparation import prepare
             out = tmp_path_factory.mktemp(f"fashion{limit}")
             prepare("fashion_mnist", str(out), limit=limit, log=lambda *a, **k: None)
             made[limit] = str(out)

@@ -17,7 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "mindcv_res2net"
 ENTRY_SCRIPTS = ("train", "validate", "predict", "export", "benchmark", "config")
-ENTRY_DIRS = ("benchmarks",)
+ENTRY_DIRS = ()
 # Our own top-level names: the package, the entry scripts and the benchmark helpers.
 OWN = (PACKAGE,) + ENTRY_SCRIPTS + ENTRY_DIRS
 MAX_LINES = 600
@@ -389,3 +389,86 @@ def test_no_python_file_over_600_lines():
         if n > MAX_LINES:
             too_long.append(f"  {os.path.relpath(path, ROOT)}: {n} lines")
     assert not too_long, f"files over {MAX_LINES} lines:\n" + "\n".join(too_long)
+
+
+# ---------------------------------------------------------------------------------------------
+# (e) layers: the library never imports the command-line layer
+# ---------------------------------------------------------------------------------------------
+CLI = f"{PACKAGE}.cli"
+# ``python -m`` entry points of the package: thin, like train.py; they may use the CLI layer
+ENTRY_MODULES = (f"{PACKAGE}.convert", f"{PACKAGE}.data.prepare")
+
+
+def _cli_imports(module, path, sources):
+    """The CLI-layer modules that ``module`` imports anywhere (module level or in a function)."""
+    tree = _parse(path)
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            if isinstance(node, ast.ImportFrom) and _absolute(node, module, path) in (CLI,) \
+                    or any(t == CLI or t.startswith(CLI + ".") for t in _targets(node, module, path, sources)):
+                found.add(f"{os.path.relpath(path, ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    return found
+
+
+def test_the_library_does_not_import_the_cli_layer():
+    sources = _package_modules()
+    bad = []
+    for module, path in sources.items():
+        if module == CLI or module.startswith(CLI + ".") or module in ENTRY_MODULES:
+            continue
+        bad += sorted(_cli_imports(module, path, sources))
+    assert not bad, "library modules that import the command-line layer (mindcv_res2net.cli):\n" + "\n".join(bad)
+    # and the rule sees such an import
+    probe = {"p": "x", "p.cli": "x", "p.lib": "x"}
+    assert _targets(ast.parse("from .cli import config").body[0], "p.lib", "p/lib.py", {**probe, "p.cli.config": 1})
+
+
+def test_entry_modules_are_thin():
+    for module in ENTRY_MODULES:
+        tree = _parse(_package_modules()[module])
+        defs = [n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+        assert not defs, f"{module} defines {defs}: its work belongs in the library, its parser in cli/"
+
+
+# ---------------------------------------------------------------------------------------------
+# (f) functions a reader can hold in their head; one module per name
+# ---------------------------------------------------------------------------------------------
+MAX_FUNCTION_LINES = 80
+
+
+def function_body_lines(node):
+    """Lines of a function's body, from its first statement after the docstring to its end."""
+    body = node.body
+    if len(body) > 1 and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_function_body_lines_counts_from_after_the_docstring():
+    tree = ast.parse('def f():\n    """doc\n    more"""\n    a = 1\n    return a\n\n\ndef g():\n    pass\n')
+    assert [function_body_lines(n) for n in tree.body] == [2, 1]
+
+
+def test_no_function_body_over_80_lines():
+    too_long = []
+    for path in list(_package_modules().values()) + list(_entry_files().values()):
+        for node in ast.walk(_parse(path)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = function_body_lines(node)
+                if n > MAX_FUNCTION_LINES:
+                    too_long.append(f"  {os.path.relpath(path, ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named phases):\n" + \
+        "\n".join(too_long)
+
+
+def test_no_two_package_modules_share_a_stem():
+    stems = {}
+    for module in _package_modules():
+        if module == PACKAGE:
+            continue
+        stems.setdefault(module.rpartition(".")[2], []).append(module)
+    shared = {stem: names for stem, names in stems.items() if len(names) > 1}
+    assert not shared, "modules sharing a name (rename one so each name says one thing):\n" + \
+        "\n".join(f"  {stem}: {', '.join(names)}" for stem, names in sorted(shared.items()))

@@ -11,9 +11,9 @@ from mindcv_res2net.data.augmix import AugMix
 from mindcv_res2net.data.loader import _SPLIT_SEED_STRIDE
 from mindcv_res2net.data.throughput import make_synthetic_jpegs
 from mindcv_res2net.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from mindcv_res2net.engine.loss import JSDCrossEntropy, create_loss
-from mindcv_res2net.engine.optimizer import create_optimizer
-from mindcv_res2net.engine.train_step import TrainStep
+from mindcv_res2net.loss.losses import JSDCrossEntropy, create_loss
+from mindcv_res2net.optim.optim_factory import create_optimizer
+from mindcv_res2net.training.train_step import TrainStep
 from mindcv_res2net.errors import UserError
 
 B, C, S = 5, 7, 3

@@ -1,4 +1,4 @@
-"""benchmark.py, mindcv_res2net.flops and benchmarks/bench_torch.py: correctness only, never speed.
+"""benchmark.py, mindcv_res2net.models.flops and mindcv_res2net/benchmark/torch_models.py: correctness only, never speed.
 
 The expected numbers are the published ones (tests/data/README.md): parameter counts,
 and MACs at 224 px (convolutions + classifier) as given to three decimals in G.
@@ -63,7 +63,7 @@ def _build_shapes_only(name):
 
 @pytest.mark.parametrize("name", ["res2net50", "res2net50_v1b", "res2next50", "res2net50_48w_2s", "res2net101"])
 def test_count_macs_matches_published(name):
-    from mindcv_res2net.flops import count_macs
+    from mindcv_res2net.models.flops import count_macs
     detail = count_macs(_build_shapes_only(name), (3, 224, 224), detail=True)
     assert f"{detail['total'] / 1e9:.3f}" == PUBLISHED[name][2]
     assert detail["dense"] == 2048 * 1000
@@ -74,7 +74,7 @@ def test_count_macs_restores_the_network_and_mode(graph_mode):
     import mindspore as ms
 
     from mindcv_res2net import create_model
-    from mindcv_res2net.flops import count_macs
+    from mindcv_res2net.models.flops import count_macs
     net = create_model("res2net50_48w_2s", num_classes=10)
     net.set_train(True)
     assert count_macs(net, (3, 64, 64)) > 0
@@ -93,7 +93,7 @@ def test_shape_stubs_agree_with_forward_hooks(name, size):
     """The stub's shape arithmetic = the shapes of a real forward pass (read with forward hooks);
     65 px exercises odd sizes (v1b's ceil-mode shortcut pools)."""
     from mindcv_res2net import create_model
-    from mindcv_res2net.flops import count_macs
+    from mindcv_res2net.models.flops import count_macs
     net = create_model(name)
     assert count_macs(net, (3, size, size)) == count_macs(net, (3, size, size), method="hooks")
 
@@ -102,7 +102,7 @@ def test_conv_output_hw_matches_mindspore():
     import mindspore as ms
     from mindspore import nn
 
-    from mindcv_res2net.flops import conv_output_hw
+    from mindcv_res2net.models.flops import conv_output_hw
     x = ms.Tensor(np.zeros((1, 4, 17, 12), np.float32))
     convs = [
         nn.Conv2d(4, 8, 3, stride=2, pad_mode="same"),
@@ -407,7 +407,7 @@ def test_bench_torch_matches_the_functional_reference(name):
     torch = pytest.importorskip("torch")
     import torch_reference as ref
 
-    from benchmarks.bench_torch import create_torch_model
+    from mindcv_res2net.benchmark.torch_models import create_torch_model
     model = create_torch_model(name)
     state = ref.make_state_dict(name, layout="timm")
     model.load_state_dict(state, strict=True)  # the official / timm keys and shapes

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError, create_model
-from mindcv_res2net.checkpoint import read_checkpoint, read_checkpoint_meta, save_checkpoint_atomic
-from mindcv_res2net.weights import adapt_input_conv, load_model_weights
+from mindcv_res2net.weights.checkpoint_file import read_checkpoint, read_checkpoint_meta, save_checkpoint_atomic
+from mindcv_res2net.weights.model_loading import adapt_input_conv, load_model_weights
 
 KEYS_DIR = os.environ.get("RES2NET_KEYS_DIR",
                           os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "res2net_keys"))

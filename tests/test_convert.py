@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError, create_model
-from mindcv_res2net.checkpoint import read_checkpoint_meta
-from mindcv_res2net.weights import load_model_weights
-from mindcv_res2net.convert import (convert_file, convert_state_dict, guess_model_name, main,
-                                    read_state_dict_file)
+from mindcv_res2net.weights.checkpoint_file import read_checkpoint_meta
+from mindcv_res2net.weights.model_loading import load_model_weights
+from mindcv_res2net.cli.convert_args import main
+from mindcv_res2net.weights.torch_conversion import convert_file, convert_state_dict, guess_model_name, read_state_dict_file
 
 from helpers import rel_diff
 

@@ -16,12 +16,12 @@ import pytest
 
 import mindspore as ms
 
-from mindcv_res2net.checkpoint import save_checkpoint_atomic
-from mindcv_res2net.engine.compare import cross_entropy, disagreements
-from mindcv_res2net.engine.validation import apply_file_settings
+from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
+from mindcv_res2net.evaluation.compare import cross_entropy, disagreements
+from mindcv_res2net.evaluation.validation import apply_file_settings
 from mindcv_res2net.errors import UserError
 from mindcv_res2net.models.factory import create_model
-from mindcv_res2net.runtimes import (DeployedModel, MindirModel, OnnxRuntimeModel, decode_metadata, encode_metadata,
+from mindcv_res2net.deploy.runtimes import (DeployedModel, MindirModel, OnnxRuntimeModel, decode_metadata, encode_metadata,
                                     make_metadata)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

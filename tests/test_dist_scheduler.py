@@ -1,4 +1,4 @@
-"""The scheduler supervisor (``python -m mindcv_res2net.distributed.scheduler``): its arguments,
+"""The scheduler supervisor (``python -m mindcv_res2net.distributed.cluster_scheduler``): its arguments,
 its ``-m`` entry point, and how it ends the process it supervises. No MindSpore scheduler is
 started here (a ``sleep`` stands in for it); the mpirun tests in test_distributed.py run the
 real one.
@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from mindcv_res2net.distributed import mpi_bridge, scheduler
+from mindcv_res2net.distributed import mpi_bridge
+from mindcv_res2net.distributed import cluster_scheduler as scheduler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLUSTER_ENV = {"MS_SCHED_HOST": "127.0.0.1", "MS_SCHED_PORT": "40123", "MS_WORKER_NUM": "2"}
@@ -52,12 +53,12 @@ def test_help_runs_as_a_module():
     proc = subprocess.run([sys.executable, "-m", scheduler.__name__, "--help"], capture_output=True, text=True,
                           cwd=ROOT, env=env, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert "usage: python -m mindcv_res2net.distributed.scheduler" in proc.stdout and "--grace" in proc.stdout
+    assert "usage: python -m mindcv_res2net.distributed.cluster_scheduler" in proc.stdout and "--grace" in proc.stdout
     assert "Warning" not in proc.stderr, proc.stderr  # e.g. runpy's "found in sys.modules"
 
 
 _DRIVER = ("import os, subprocess, sys\n"
-           "from mindcv_res2net.distributed import scheduler\n"
+           "from mindcv_res2net.distributed import cluster_scheduler as scheduler\n"
            "child = subprocess.Popen(sys.argv[2:])\n"
            "scheduler.supervise(child.pid, os.getppid(), float(sys.argv[1]))\n")
 

@@ -17,7 +17,7 @@ from mindcv_res2net.models.factory import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import export as export_script  # noqa: E402  (the top-level export.py)
+from mindcv_res2net.deploy import runtimes as export_script  # noqa: E402  (what export.py writes with)
 from helpers import randomize_bn, rel_diff  # noqa: E402
 
 RTOL = 1e-4
@@ -105,7 +105,7 @@ def error_lines(proc):
 
 
 def test_cli_exports_checkpoint_atomically(tmp_path):
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
 
     net = randomize_bn(create_model("res2net_dla60", num_classes=4))
     net.set_train(False)

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError
-from mindcv_res2net.convert import _read_safetensors_manually
-from mindcv_res2net.pth_reader import read_pth
+from mindcv_res2net.weights.torch_conversion import _read_safetensors_manually
+from mindcv_res2net.weights.pth_reader import read_pth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYOUTS = ["zip", "legacy"]
@@ -105,7 +105,7 @@ _CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from mindcv_res2net.errors import UserError
-from mindcv_res2net.pth_reader import read_pth
+from mindcv_res2net.weights.pth_reader import read_pth
 
 def status_bytes(field):  # VmSize: address space; VmHWM: peak resident memory of this process
     with open("/proc/self/status") as f:
@@ -207,8 +207,8 @@ import sys
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 from mindcv_res2net.errors import UserError
-from mindcv_res2net import pth_reader as P
-from mindcv_res2net import pth_unpickler as U
+from mindcv_res2net.weights import pth_reader as P
+from mindcv_res2net.weights import pth_unpickler as U
 
 raw = {"0": np.arange(4, dtype="<f4").tobytes()}
 def cut(offset, size, stride):

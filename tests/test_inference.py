@@ -6,7 +6,7 @@ import mindspore as ms
 from mindspore import nn
 
 from mindcv_res2net.errors import UserError
-from mindcv_res2net.deploy import build_inference_model, check_image_size
+from mindcv_res2net.deploy.inference_model import build_inference_model, check_image_size
 from mindcv_res2net.models.inference import FusedBottle2neck, FusedRes2Net, FusedRes2NetDLA, optimize_for_inference
 from mindcv_res2net.models.factory import create_model
 
@@ -136,7 +136,7 @@ def test_dla_type_and_errors():
 
 
 def test_build_inference_model_from_checkpoint(tmp_path):
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
 
     src = make("res2net50_v1b", num_classes=7)
     path = str(tmp_path / "v1b.ckpt")

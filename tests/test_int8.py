@@ -137,8 +137,8 @@ def test_calibration_images_are_the_evaluation_arrays(tmp_path):
     validate.py's evaluation pipeline feeds the model (the transform the file's metadata states)."""
     import config
     from mindcv_res2net.data.transforms import EvalPreprocessing
-    from mindcv_res2net.engine import data_setup
-    from mindcv_res2net.quantize import calibration_arrays, calibration_files
+    from mindcv_res2net.training import data_setup
+    from mindcv_res2net.deploy.quantize import calibration_arrays, calibration_files
 
     data = make_grey_folder(tmp_path / "data", train_per_class=3, val_per_class=0)
     files = calibration_files(data, 5)
@@ -158,7 +158,7 @@ def test_calibration_images_are_the_evaluation_arrays(tmp_path):
 
 
 def test_benchmark_accepts_onnxruntime_int8_for_inference_only():
-    from mindcv_res2net.benchmark.options import build_parser, validate
+    from mindcv_res2net.cli.benchmark_args import build_parser, validate
     from mindcv_res2net.errors import UserError
 
     args = build_parser().parse_args(["--task", "infer", "--compare", "mindcv,onnxruntime,onnxruntime_int8"])
@@ -182,7 +182,7 @@ def _runs(argmax_differences):
 def test_validate_reports_an_int8_file_as_differences_not_an_error(quantized):
     """A float32 export that changes a top-1 class is an error; an int8 one (its metadata says so)
     is reported beside the checkpoint as differences: top-1 / top-5 in points, loss."""
-    from mindcv_res2net.engine.validation import _report
+    from mindcv_res2net.evaluation.validation import _report
 
     args = SimpleNamespace(ckpt_path="best.ckpt", model="res2net50", batch_size=8, num_classes=4,
                            device_target="CPU", mode=0)
@@ -254,7 +254,7 @@ def test_int8_file_validates_within_tolerance_of_the_fp32_file(exported, tmp_pat
     # an independent reference: both files in onnxruntime on the same arrays, image by image
     import onnxruntime as ort
     from mindcv_res2net.data.transforms import EvalPreprocessing
-    from mindcv_res2net.prediction import Preprocessor
+    from mindcv_res2net.deploy.prediction import Preprocessor
 
     pre = Preprocessor(EvalPreprocessing.from_keys(GREY))
     images = np.stack([pre(str(p))[0] for p in sorted((exported.root / "data" / "val").rglob("*.png"))])
@@ -267,7 +267,7 @@ def test_int8_file_validates_within_tolerance_of_the_fp32_file(exported, tmp_pat
 @pytest.mark.slow
 def test_int8_metadata_round_trips(exported):
     import onnx
-    from mindcv_res2net.runtimes import OnnxRuntimeModel
+    from mindcv_res2net.deploy.runtimes import OnnxRuntimeModel
 
     fp32, int8 = OnnxRuntimeModel(exported.fp32), OnnxRuntimeModel(exported.int8)
     quant = int8.quantization

@@ -6,7 +6,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from mindcv_res2net.engine.optimizer import (
+from mindcv_res2net.optim.optim_factory import (
     OPTIMIZERS,
     create_optimizer,
     get_global_step,
@@ -15,7 +15,7 @@ from mindcv_res2net.engine.optimizer import (
     optimizer_state,
     set_global_step,
 )
-from mindcv_res2net.engine.param_groups import layer_id
+from mindcv_res2net.optim.param_groups import layer_id
 from mindcv_res2net.errors import UserError
 from mindcv_res2net.models.factory import create_model
 

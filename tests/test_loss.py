@@ -5,7 +5,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from mindcv_res2net.engine.loss import create_loss
+from mindcv_res2net.loss.losses import create_loss
 from mindcv_res2net.errors import UserError
 
 B, C = 6, 5

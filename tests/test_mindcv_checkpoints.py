@@ -19,7 +19,7 @@ from PIL import Image
 mindcv_models = pytest.importorskip("mindcv.models", reason="MindCV is not installed (pip install --no-deps mindcv)")
 
 from mindcv_res2net import create_model  # noqa: E402
-from mindcv_res2net.weights import load_model_weights  # noqa: E402
+from mindcv_res2net.weights.model_loading import load_model_weights  # noqa: E402
 
 from helpers import rel_diff  # noqa: E402
 

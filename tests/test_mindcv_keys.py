@@ -18,7 +18,7 @@ import pytest
 
 import config
 from mindcv_res2net.errors import UserError
-from mindcv_res2net.engine.overflow import OverflowGuard, startup_note
+from mindcv_res2net.training.overflow import OverflowGuard, startup_note
 
 MINDCV_KEYS = [
     "mode", "distribute", "val_while_train", "val_interval", "log_interval", "seed", "device_target", "dataset",
@@ -127,7 +127,9 @@ def test_fixed_scale_fp16_overflow_applies_no_update_with_drop_overflow_update_f
     import mindspore as ms
     from mindspore import Tensor
 
-    from mindcv_res2net.engine import TrainStep, create_loss, create_optimizer
+    from mindcv_res2net.training.train_step import TrainStep
+    from mindcv_res2net.loss.losses import create_loss
+    from mindcv_res2net.optim.optim_factory import create_optimizer
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     net = _conv_net()
@@ -149,7 +151,9 @@ def test_fixed_scale_fp16_overflow_applies_no_update_with_drop_overflow_update_f
 def test_loss_scale_type_auto(amp_level, dynamic, scale):
     import mindspore as ms
 
-    from mindcv_res2net.engine import TrainStep, create_loss, create_optimizer
+    from mindcv_res2net.training.train_step import TrainStep
+    from mindcv_res2net.loss.losses import create_loss
+    from mindcv_res2net.optim.optim_factory import create_optimizer
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     args = config.parse_args(["--loss_scale_type", "auto", "--amp_level", amp_level, "--loss_scale", "512"])
@@ -168,7 +172,7 @@ def test_amp_cast_list_matches_mindcv(amp_level, cast_list):
     import mindspore as ms
     from mindspore import Tensor
 
-    from mindcv_res2net.engine.train_step import apply_amp
+    from mindcv_res2net.training.train_step import apply_amp
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
     ours, theirs, builtin = _conv_net(), _conv_net(), _conv_net()
@@ -193,7 +197,7 @@ def test_amp_cast_list_matches_mindcv(amp_level, cast_list):
 
 
 def test_amp_cast_list_names_must_be_cells():
-    from mindcv_res2net.engine.train_step import resolve_cast_list
+    from mindcv_res2net.training.train_step import resolve_cast_list
 
     assert [c.__name__ for c in resolve_cast_list("[nn.Conv2d, mindspore.nn.Dense]")] == ["Conv2d", "Dense"]
     with pytest.raises(UserError, match="NotACell"):
@@ -208,8 +212,8 @@ def _train_args(tmp_path, *extra):
 
 
 def test_resume_opt_continues_a_training_checkpoint_and_refuses_weights_only(tmp_path):
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
-    from mindcv_res2net.engine.trainer import _check_inputs
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
+    from mindcv_res2net.training.trainer import _check_inputs
 
     weights = tmp_path / "w.ckpt"
     save_checkpoint_atomic({"conv1.weight": np.zeros((2, 2), np.float32)}, str(weights))
@@ -225,8 +229,8 @@ def test_resume_opt_continues_a_training_checkpoint_and_refuses_weights_only(tmp
 
 
 def test_dataset_download_is_refused_for_imagenet_and_fetches_fashion_mnist(tmp_path, monkeypatch):
-    from mindcv_res2net.data import mnist_files
-    from mindcv_res2net.engine import data_setup
+    from mindcv_res2net.data.readers import mnist_files
+    from mindcv_res2net.training import data_setup
 
     args = config.parse_args(["--dataset_download", "true", "--data_dir", str(tmp_path / "none")])
     with pytest.raises(UserError, match="only fashion_mnist and mnist can be downloaded"):
@@ -275,11 +279,11 @@ def test_val_amp_level_evaluates_like_mindspore_auto_mixed_precision(tmp_path, m
     import mindspore as ms
 
     from mindcv_res2net import create_model
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
-    from mindcv_res2net.engine import validation
-    from mindcv_res2net.engine.data_setup import build_val
-    from mindcv_res2net.engine.evaluate import evaluate
-    from mindcv_res2net.engine.runtime import seed_everything
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
+    from mindcv_res2net.evaluation import validation
+    from mindcv_res2net.training.data_setup import build_val
+    from mindcv_res2net.evaluation.evaluate import evaluate
+    from mindcv_res2net.distributed.process_setup import seed_everything
     from tests.fault.test_bad_input import make_image_folder
 
     ms.set_context(mode=ms.PYNATIVE_MODE)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow  # a training subprocess: ~40 s on 2 CPU cores
 
 def test_mindcv_keys_train_together(tmp_path):
     pytest.importorskip("tensorboardX")
-    from mindcv_res2net.data.mindrecord import prepare_mindrecord
+    from mindcv_res2net.data.readers.mindrecord_writer import prepare_mindrecord
 
     folder = make_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=4, size=40)
     records = tmp_path / "records"

@@ -14,11 +14,11 @@ from PIL import Image
 import mindspore as ms
 from mindspore import nn, ops
 
-from mindcv_res2net.checkpoint import save_checkpoint_atomic
+from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
 from mindcv_res2net.data import create_dataset, create_loader, create_transforms
-from mindcv_res2net.data.image_folder import scan_image_folder
-from mindcv_res2net.data.mindrecord import META_NAME, prepare_mindrecord
-from mindcv_res2net.engine.evaluate import evaluate
+from mindcv_res2net.data.readers.image_folder import scan_image_folder
+from mindcv_res2net.data.readers.mindrecord_writer import META_NAME, prepare_mindrecord
+from mindcv_res2net.evaluation.evaluate import evaluate
 from mindcv_res2net.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

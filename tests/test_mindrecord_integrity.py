@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from mindcv_res2net.data import create_dataset
-from mindcv_res2net.data import mindrecord as mr_module
+from mindcv_res2net.data.readers import mindrecord_writer as mr_module
 from mindcv_res2net.data.decode import BadImageCounter
-from mindcv_res2net.data.image_folder import scan_image_folder
-from mindcv_res2net.data.mindrecord import META_NAME, ROWS_NAME, RowDecoder, prepare_mindrecord
+from mindcv_res2net.data.readers.image_folder import scan_image_folder
+from mindcv_res2net.data.readers.mindrecord_writer import META_NAME, ROWS_NAME, RowDecoder, prepare_mindrecord
 from mindcv_res2net.errors import UserError
 from tests.test_mindrecord import CLASSES, _make_tree
 
@@ -167,7 +167,7 @@ def test_set_without_classes_in_the_header_reads_with_a_note(good_set, tmp_path,
     out = str(tmp_path / "old")
     prepare_mindrecord(good_set[0], out, shards=2, log=lambda *a: None)
     monkeypatch.undo()
-    with caplog.at_level(logging.WARNING, logger="mindcv_res2net.data.dataset"):
+    with caplog.at_level(logging.WARNING, logger="mindcv_res2net.data"):
         got = create_dataset("mindrecord", root=out, split="train", shuffle=False)
     assert _labels(got) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     notes = [r.getMessage() for r in caplog.records if "no class list" in r.getMessage()]

@@ -6,7 +6,7 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from mindcv_res2net.engine.optimizer import (
+from mindcv_res2net.optim.optim_factory import (
     OPTIMIZERS,
     create_optimizer,
     get_global_step,
@@ -215,7 +215,7 @@ def _np_adamw_state(p, grads, lrs, wd, b1=0.9, b2=0.999, eps=1e-8):
 def _adamw_pair(layout, fused):
     """A Tiny net and its AdamW: ``flat`` (no decay: one lr and wd), ``groups`` (create_optimizer:
     decay groups, per-step lr array) or ``group_lr`` (groups with their own lr and decay)."""
-    from mindcv_res2net.engine.optimizer import AdamW
+    from mindcv_res2net.optim.optim_factory import AdamW
     ms.set_seed(0)
     net = Tiny()
     params = net.trainable_params()
@@ -280,7 +280,7 @@ def test_fused_adamw_equals_the_elementwise_formula(layout, mode):
 
 
 def test_fused_adamw_falls_back_where_the_kernel_cannot_run():
-    from mindcv_res2net.engine.optimizer import AdamW
+    from mindcv_res2net.optim.optim_factory import AdamW
     net = Tiny()
     assert create_optimizer(net, "adamw", lr=0.01).fused
     assert not create_optimizer(net, "adamw", lr=0.01, adam_eps=0.0).fused  # the kernel needs eps > 0
@@ -293,7 +293,7 @@ def test_adamw_vs_mindcv_adamw(mode):
     """MindCV 0.3's AdamW: the element-wise formula gives its numbers bit for bit, the fused kernel
     to float32 rounding (1e-6 relative), over 5 steps of a per-step lr schedule with decay."""
     mindcv_adamw = pytest.importorskip("mindcv.optim.adamw")
-    from mindcv_res2net.engine.optimizer import AdamW
+    from mindcv_res2net.optim.optim_factory import AdamW
     ms.set_context(mode=mode)
     w0 = np.random.default_rng(0).standard_normal((16, 8, 3, 3)).astype(np.float32) * 0.1
     lrs = np.array([0.01, 0.02, 0.015, 0.005, 0.01, 0.01], np.float32)

@@ -17,7 +17,7 @@ from mindcv_res2net.errors import UserError
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import predict as predict_script  # noqa: E402  (the top-level predict.py)
-from mindcv_res2net import prediction  # noqa: E402
+from mindcv_res2net.deploy import prediction  # noqa: E402
 from helpers import randomize_bn  # noqa: E402
 
 CLASS_NAMES = [f"thing {i}" for i in range(10)]
@@ -151,7 +151,7 @@ def test_collect_images_ends_on_symlink_cycles(tmp_path):
     os.symlink("..", top / "a" / "parent")
     os.symlink(top / "other", top / "a" / "other_link")  # a second way into "other"
     code = ("import json, sys; sys.path.insert(0, sys.argv[1]); "
-            "from mindcv_res2net import prediction; print(json.dumps(prediction.collect_images([sys.argv[2]])))")
+            "from mindcv_res2net.deploy import prediction; print(json.dumps(prediction.collect_images([sys.argv[2]])))")
     proc = subprocess.run([sys.executable, "-c", code, ROOT, str(top)], capture_output=True, text=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -169,7 +169,7 @@ def test_collect_images_ends_on_symlink_cycles(tmp_path):
 def setup(tmp_path_factory):
     """A fine-tuned-style res2net50 checkpoint (10 classes, class names stored) and an image folder
     with one unreadable file."""
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
     from mindcv_res2net.models.factory import create_model
 
     ms.set_context(mode=ms.PYNATIVE_MODE)
@@ -265,7 +265,7 @@ def test_mindcv_checkpoint_is_fed_as_before(setup, tmp_path):
 
 
 def test_imagenet_names_and_class_names_file(tmp_path):
-    from mindcv_res2net.class_names import imagenet_class_names, resolve_class_names
+    from mindcv_res2net.deploy.class_names import imagenet_class_names, resolve_class_names
 
     names = imagenet_class_names()
     assert len(names) == 1000 and len(set(names)) == 1000

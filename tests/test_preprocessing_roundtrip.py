@@ -20,7 +20,7 @@ from PIL import Image
 
 import mindspore as ms
 
-from mindcv_res2net.checkpoint import read_checkpoint_meta, save_checkpoint_atomic
+from mindcv_res2net.weights.checkpoint_file import read_checkpoint_meta, save_checkpoint_atomic
 from mindcv_res2net.models.factory import create_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -95,7 +95,7 @@ def preprocessing_line(text):
 
 def val_arrays(args):
     """(file, CHW array) of validate.py's evaluation pipeline for ``args``, in its order."""
-    from mindcv_res2net.engine import data_setup
+    from mindcv_res2net.training import data_setup
 
     split = data_setup.build_val(args, SimpleNamespace(world_size=1, rank=0))
     arrays = [a for images, _ in split.loader.create_tuple_iterator(num_epochs=1, output_numpy=True) for a in images]
@@ -116,7 +116,7 @@ def test_predict_preprocesses_and_classifies_as_validate_image_by_image(recipe, 
     assert len(reference) == 9
     # the arrays: predict.py's Preprocessor gives validate.py's pipeline's, bit for bit
     from mindcv_res2net.data.transforms import EvalPreprocessing
-    from mindcv_res2net.prediction import Preprocessor
+    from mindcv_res2net.deploy.prediction import Preprocessor
 
     pre = Preprocessor(EvalPreprocessing.from_keys(keys))
     for path, expected in reference:
@@ -153,7 +153,7 @@ def test_predict_preprocesses_and_classifies_as_validate_image_by_image(recipe, 
 
 
 def test_imagenet_wordnet_ids_ship_with_the_package():
-    from mindcv_res2net.class_names import IMAGENET_WNIDS_FILE, imagenet_class_names, imagenet_wordnet_ids
+    from mindcv_res2net.deploy.class_names import IMAGENET_WNIDS_FILE, imagenet_class_names, imagenet_wordnet_ids
 
     ids = imagenet_wordnet_ids()
     assert len(ids) == 1000 and ids == sorted(set(ids)) and all(len(i) == 9 and i[0] == "n" for i in ids)
@@ -246,7 +246,7 @@ def test_checkpoint_mistakes_are_one_clear_line(small_ckpts, tmp_path):
 
 
 def test_export_metadata_states_the_training_preprocessing_and_labels(small_ckpts, tmp_path):
-    from mindcv_res2net.runtimes import MindirModel
+    from mindcv_res2net.deploy.runtimes import MindirModel
 
     ours, _mindcv, _data = small_ckpts
     out = tmp_path / "m.mindir"
@@ -320,7 +320,7 @@ def test_trained_model_predicts_what_it_validated(trained, tmp_path):
     for fmt, path in files.items():
         ok(run_script("export.py", "--ckpt_path", ckpt, "--file_format", fmt, "--out", path))
     pytest.importorskip("onnxruntime")
-    from mindcv_res2net.runtimes import MindirModel, OnnxRuntimeModel
+    from mindcv_res2net.deploy.runtimes import MindirModel, OnnxRuntimeModel
 
     for model in (OnnxRuntimeModel(files["onnx"]), MindirModel(files["mindir"])):
         meta = model.metadata
@@ -369,7 +369,7 @@ def test_checkpoint_without_names_validates_alike_from_its_export(num_classes, c
     both = _validate(*common, "--model", "res2net50", "--ckpt_path", ckpt, "--onnx_path", onnx,
                      json_path=tmp_path / "b.json")
     assert both["results"][1]["argmax_differences"] == 0 and both["top1"] == ref["top1"]
-    from mindcv_res2net.runtimes import OnnxRuntimeModel
+    from mindcv_res2net.deploy.runtimes import OnnxRuntimeModel
 
     meta = OnnxRuntimeModel(onnx).metadata  # labels and display names apart
     if num_classes == 1000:

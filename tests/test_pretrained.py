@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError, create_model, list_models
-from mindcv_res2net.checkpoint import save_checkpoint_atomic
-from mindcv_res2net.models import pretrained as P
+from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
+from mindcv_res2net.weights import pretrained as P
 from mindcv_res2net.models import registry
 
 PUBLISHED = ["res2net50", "res2net101", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s",

@@ -4,7 +4,7 @@ Files are written with ``torch.save`` in both layouts (the zip archive of torch 
 stream of ``_use_new_zipfile_serialization=False``, the format of the official 2019 Res2Net release);
 every array must equal ``torch.load(weights_only=True)`` bit for bit, dtype included. Pickles that
 name anything but tensors are refused before any code in them runs, and ``python -m
-mindcv_res2net.convert`` writes the same checkpoint with and without torch installed.
+mindcv_res2net.weights.torch_conversion`` writes the same checkpoint with and without torch installed.
 """
 import os
 import pickle
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import UserError
-from mindcv_res2net.convert import read_state_dict_file
-from mindcv_res2net.pth_reader import read_pth
+from mindcv_res2net.weights.torch_conversion import read_state_dict_file
+from mindcv_res2net.weights.pth_reader import read_pth
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FORMATS = [pytest.param(True, id="zip"), pytest.param(False, id="legacy")]
@@ -219,7 +219,7 @@ def test_truncated_files_are_reported(torch, tmp_path, zip_format):
 
 
 def _ckpt_arrays(path):
-    from mindcv_res2net.checkpoint import read_checkpoint
+    from mindcv_res2net.weights.checkpoint_file import read_checkpoint
     return {k: v for k, v in read_checkpoint(str(path)).items() if isinstance(v, np.ndarray)}
 
 
@@ -227,7 +227,8 @@ def _ckpt_arrays(path):
 def test_convert_gives_the_same_checkpoint_with_and_without_torch(torch, tmp_path, monkeypatch):
     import torch_reference as R
 
-    from mindcv_res2net import convert, pth_reader
+    from mindcv_res2net.cli.convert_args import main as convert_main
+    from mindcv_res2net.weights import pth_reader
 
     sd = R.make_state_dict("res2net50", num_classes=10, seed=3)
     # the official release's layout: legacy format, DataParallel prefix
@@ -252,7 +253,7 @@ def test_convert_gives_the_same_checkpoint_with_and_without_torch(torch, tmp_pat
 
     monkeypatch.setattr(pth_reader, "read_pth", refuse)
     with_torch = tmp_path / "torch.ckpt"
-    assert convert.main([src, "--model", "res2net50", "--out", str(with_torch)]) == 0
+    assert convert_main([src, "--model", "res2net50", "--out", str(with_torch)]) == 0
 
     a, b = _ckpt_arrays(no_torch), _ckpt_arrays(with_torch)
     assert list(a) == list(b) and len(a) > 300

@@ -1,6 +1,8 @@
 """The model registry: one registration per variant, and everything that derives from it (names,
 aliases, configs, published weights, the converter's guess, the PyTorch reference, table order)."""
+import ast
 import dataclasses
+import os
 
 import mindspore as ms
 import numpy as np
@@ -8,25 +10,53 @@ import pytest
 from mindspore.nn.utils import no_init_parameters
 
 from mindcv_res2net import UserError, create_model, list_models
-from mindcv_res2net.convert import convert_state_dict, guess_model_name, registered_signatures
-from mindcv_res2net.models import pretrained as P
+from mindcv_res2net.weights.torch_conversion import convert_state_dict, guess_model_name, registered_signatures
+from mindcv_res2net.weights import pretrained as P
 from mindcv_res2net.models.registry import (ModelCfg, get_model_cfg, is_model, official, register_model,
                                             resolve_name, unregister_model)
 from mindcv_res2net.models.res2net import Res2Net, _cfg
 
-# the order of the README's table: families together
-TABLE_ORDER = ["res2net50", "res2net101", "res2net152", "res2net50_26w_6s", "res2net50_26w_8s", "res2net50_48w_2s",
-               "res2net50_14w_8s", "res2next50", "res2net50_v1b", "res2net101_v1b", "res2net152_v1b",
-               "res2net_dla60", "res2next_dla60"]
+MODELS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "mindcv_res2net", "models")
+
+
+def _variant_modules():
+    """The model modules in the order ``models/__init__.py`` imports them (``from . import ...``)."""
+    init = ast.parse(open(os.path.join(MODELS_DIR, "__init__.py"), encoding="utf-8").read())
+    return [a.name for node in init.body if isinstance(node, ast.ImportFrom) and node.level == 1
+            and node.module is None for a in node.names]
+
+
+def _registrations_in_source_order():
+    """The variant names as the source registers them, read without importing the package: each
+    variant module's ``register_model(..., name=...)`` calls in file order, the modules in import
+    order (the README table's order)."""
+    names = []
+    for module in _variant_modules():
+        tree = ast.parse(open(os.path.join(MODELS_DIR, f"{module}.py"), encoding="utf-8").read())
+        for node in tree.body:
+            call = node.value if isinstance(node, ast.Expr) else None
+            if isinstance(call, ast.Call) and getattr(call.func, "id", None) == "register_model":
+                names += [k.value.value for k in call.keywords if k.arg == "name"]
+    return names
+
+
+TABLE_ORDER = _registrations_in_source_order()
+
+
+def test_every_model_module_that_registers_is_imported_by_the_package():
+    registering = sorted(f[:-3] for f in os.listdir(MODELS_DIR) if f.endswith(".py")
+                         and "\nregister_model(" in open(os.path.join(MODELS_DIR, f), encoding="utf-8").read())
+    assert registering and registering == sorted(_variant_modules())
+    assert "res2net50" in TABLE_ORDER and "res2next_dla60" in TABLE_ORDER
 
 
 def _bench_torch():
-    """``benchmarks.bench_torch`` where torch imports, else None."""
+    """``mindcv_res2net.benchmark.torch_models`` where torch imports, else None."""
     try:
         import torch  # noqa: F401
     except ImportError:
         return None
-    from benchmarks import bench_torch
+    from mindcv_res2net.benchmark import torch_models as bench_torch
     return bench_torch
 
 

@@ -207,7 +207,7 @@ def test_a_recipes_warmup_is_shortened_for_a_short_run_and_an_explicit_one_is_re
 ])
 def test_lr_scale_follows_the_global_batch(how, world, accum, expected):
     import argparse  # pylint: disable=import-outside-toplevel
-    from mindcv_res2net.engine.trainer import scaled_lr  # pylint: disable=import-outside-toplevel
+    from mindcv_res2net.training.trainer import scaled_lr  # pylint: disable=import-outside-toplevel
     args = argparse.Namespace(lr=0.1, lr_scale=how, lr_base_batch=256, batch_size=32,
                               gradient_accumulation_steps=accum)
     lr, note = scaled_lr(args, world)

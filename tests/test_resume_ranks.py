@@ -70,7 +70,7 @@ def _final_checkpoint(base):
 
 
 def test_resume_is_decided_by_rank0_and_every_rank_follows(subset, tmp_path):
-    from mindcv_res2net.checkpoint import read_checkpoint
+    from mindcv_res2net.weights.checkpoint_file import read_checkpoint
 
     resumed = tmp_path / "resumed"
     rc, out, t1 = _mpirun_train(subset, resumed, "--epoch_size", 1)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from mindcv_res2net.engine.scheduler import SCHEDULERS, create_scheduler
+from mindcv_res2net.scheduler.scheduler_factory import SCHEDULERS, create_scheduler
 from mindcv_res2net.errors import UserError
 
 SPE = 10  # steps per epoch

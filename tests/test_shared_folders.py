@@ -11,10 +11,11 @@ import sys
 
 import pytest
 
-from mindcv_res2net import UserError, atomic_io
-from mindcv_res2net.engine import checkpoint_manager as cm
-from mindcv_res2net.engine.checkpoint_manager import CheckpointManager, RunLock, probe_writable
-from mindcv_res2net.models import weights_cache
+from mindcv_res2net import UserError
+from mindcv_res2net import atomic_io
+from mindcv_res2net.training import checkpoint_manager as cm
+from mindcv_res2net.training.checkpoint_manager import CheckpointManager, RunLock, probe_writable
+from mindcv_res2net.weights import download_cache as weights_cache
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""TensorBoard event files (``engine/summary.py``): what is written is what TensorBoard's own reader
+"""TensorBoard event files (``training/summary.py``): what is written is what TensorBoard's own reader
 (``EventAccumulator``, the Python loader of ``tensorboard --load_fast=false``) reads back, to the
 float32 bit; a resumed run hides the abandoned tail of the interrupted one; off means no file; a
 missing tensorboardX or an unwritable folder is a clear UserError. The end-to-end test trains a tiny
@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from mindcv_res2net.engine.summary import EPOCH_TAGS, STEP_TAGS, TrainingSummary
+from mindcv_res2net.training.summary import EPOCH_TAGS, STEP_TAGS, TrainingSummary
 from mindcv_res2net.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -211,7 +211,7 @@ def test_unwritable_folder_is_a_user_error_naming_it(tmp_path):
 def test_pytorch_is_not_loaded_by_the_writer(tmp_path):
     """tensorboardX imports PyTorch when it is installed; the training process must not load it."""
     code = ("import sys\n"
-            "from mindcv_res2net.engine.summary import TrainingSummary\n"
+            "from mindcv_res2net.training.summary import TrainingSummary\n"
             f"s = TrainingSummary({str(tmp_path)!r}); s.log_step(1, loss=1.0); s.close()\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n"
             "import importlib.util\n"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 from mindspore import communication, nn
 
-from mindcv_res2net.engine.data_setup import convert_sync_bn
+from mindcv_res2net.training.data_setup import convert_sync_bn
 from mindcv_res2net.models.factory import create_model
 
 

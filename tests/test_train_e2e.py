@@ -27,7 +27,7 @@ def fashion_subset(fashion_mnist_subset):
 
 
 def _ckpt_arrays(path):
-    from mindcv_res2net.checkpoint import read_checkpoint
+    from mindcv_res2net.weights.checkpoint_file import read_checkpoint
     return {k: v for k, v in read_checkpoint(path).items() if isinstance(v, np.ndarray)}
 
 

@@ -8,8 +8,11 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from mindcv_res2net.engine import EMA, TrainStep, apply_amp, create_loss, create_optimizer
-from mindcv_res2net.engine.optimizer import set_global_step
+from mindcv_res2net.training.ema import EMA
+from mindcv_res2net.training.train_step import TrainStep, apply_amp
+from mindcv_res2net.loss.losses import create_loss
+from mindcv_res2net.optim.optim_factory import create_optimizer
+from mindcv_res2net.optim.optim_factory import set_global_step
 
 MODES = [pytest.param(ms.PYNATIVE_MODE, id="pynative"), pytest.param(ms.GRAPH_MODE, id="graph")]
 

@@ -8,7 +8,7 @@ import sys
 import mindspore as ms
 
 from ..distributed import resolve_device_target
-from ..engine.runtime import _warn_slow_cpu_convolution
+from ..distributed.process_setup import _warn_slow_cpu_convolution
 
 
 def peak_rss_mb():

@@ -2,7 +2,7 @@
 
 ``ours`` (mindcv_res2net, trained with ``TrainStep``), ``ours_optimized`` (inference only:
 ``optimize_for_inference``), ``mindcv`` (MindCV's own Res2Net, same TrainStep / AMP wrapper),
-``torch`` (the torch.nn reference, ``bench_torch``), ``timm`` (timm's model), ``onnxruntime``
+``torch`` (the torch.nn reference, ``torch_models``), ``timm`` (timm's model), ``onnxruntime``
 (inference only: our model exported to ONNX as ``export.py`` writes it, run by onnxruntime) and
 ``onnxruntime_int8`` (the same file quantized as ``export.py --quantize int8`` does it). A
 reference that is not installed or lacks the model raises ``Unavailable`` and is reported as not
@@ -18,16 +18,19 @@ import time
 import mindspore as ms
 import numpy as np
 
-from ..engine import TrainStep, apply_amp, create_loss, create_optimizer
+from ..training.train_step import TrainStep, apply_amp
+from ..loss.losses import create_loss
+from ..optim.optim_factory import create_optimizer
 from ..errors import UserError
 from ..models.inference import optimize_for_inference
 from ..models.factory import create_model
-from ..models.registry import is_model, list_models, resolve_name
-from ..quantize import quantize_onnx_file
-from ..runtimes import (OnnxRuntimeModel, default_num_threads, export_network, make_metadata, require_onnx,
+from ..models.registry import get_model_cfg, is_model, list_models, resolve_name
+from ..training.frozen_stages import freeze_stages
+from ..deploy.quantize import quantize_onnx_file
+from ..deploy.runtimes import (OnnxRuntimeModel, default_num_threads, export_network, make_metadata, require_onnx,
                         require_onnxruntime)
 from .common import version
-from .options import OPTIMIZER_SETTINGS
+from .settings import OPTIMIZER_SETTINGS
 
 # our model run by another runtime: its ratios are taken to the references and to ``ours*``
 DEPLOYED = ("onnxruntime", "onnxruntime_int8")
@@ -39,12 +42,17 @@ class Unavailable(Exception):
     """This implementation cannot be measured here (not installed, no such model ...)."""
 
 
-def check_model(name):
-    """``UserError`` (with the closest names) unless ``name`` is a registered model or alias."""
+def check_model(name, image_size=None):
+    """``UserError`` (with the closest names) unless ``name`` is a registered model or alias; and
+    unless ``image_size`` (None: not checked) is a multiple of the model's ``input_multiple``."""
     if not is_model(name):
         close = difflib.get_close_matches(name, list_models(), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown model {name!r}.{hint} See mindcv_res2net.list_models() for all names")
+    multiple = get_model_cfg(name).input_multiple
+    if image_size is not None and image_size % multiple:
+        raise UserError(f"{name}: image_size must be a multiple of {multiple} (the DLA tree max-pools), "
+                        f"got {image_size}")
 
 
 class Runner:
@@ -121,6 +129,15 @@ class MindSporeRunner(Runner):
 
 def _ours_builder(args):
     return lambda: create_model(args.model, num_classes=args.num_classes)
+
+
+def _frozen_builder(args, frozen_stages):
+    """Our model with the stem and stages 1..``frozen_stages`` frozen, as train.py freezes them."""
+    def build():
+        net = create_model(args.model, num_classes=args.num_classes)
+        freeze_stages(net, frozen_stages, norm_eval=True)
+        return net
+    return build
 
 
 def _mindcv_builder(args):
@@ -218,7 +235,7 @@ def _torch_builder(args):
         import torch  # noqa: F401
     except Exception as exc:  # noqa: BLE001
         raise Unavailable(f"PyTorch is not installed or does not import ({type(exc).__name__}: {exc})") from None
-    from benchmarks.bench_torch import TORCH_ARCHS, create_torch_model
+    from mindcv_res2net.benchmark.torch_models import TORCH_ARCHS, create_torch_model
     name = resolve_name(args.model)
     if name not in TORCH_ARCHS:
         raise Unavailable(f"no torch reference for {name}")
@@ -235,7 +252,7 @@ def _timm_importable():
 
 def _timm_builder(args):
     import timm
-    from benchmarks.bench_torch import TIMM_NAMES
+    from mindcv_res2net.benchmark.torch_models import TIMM_NAMES
     timm_name = TIMM_NAMES.get(resolve_name(args.model))
     if timm_name is None:
         raise Unavailable(f"timm has no {resolve_name(args.model)}")
@@ -338,10 +355,14 @@ def make_runners(args, notes):
     if args.task == "infer":
         runners.append(MindSporeRunner(args, "ours_optimized", "mindcv_res2net + optimize_for_inference",
                                        _ours_builder(args), optimize=True))
+    if args.task == "train" and getattr(args, "frozen_stages", -1) >= 0:
+        k = args.frozen_stages
+        runners.append(MindSporeRunner(args, f"ours_frozen{k}", f"mindcv_res2net, frozen_stages {k} + norm_eval",
+                                       _frozen_builder(args, k)))
     refs = list(args.references)
     if "timm" in refs and not _timm_importable():
         notes.append("timm is not importable here (it needs torchvision, which is absent): the torch.nn "
-                     "reference (benchmarks/bench_torch.py, reported as 'torch') is measured in its place")
+                     "reference (mindcv_res2net/benchmark/torch_models.py, reported as 'torch') is measured in its place")
         refs = [("torch" if r == "timm" else r) for r in refs]
         refs = [r for i, r in enumerate(refs) if r not in refs[:i]]
     for ref in refs:
@@ -350,7 +371,7 @@ def make_runners(args, notes):
                 runners.append(MindSporeRunner(args, "mindcv", "MindCV " + str(version("mindcv")),
                                                _mindcv_builder(args)))
             elif ref == "torch":
-                runners.append(TorchRunner(args, "torch", "PyTorch torch.nn reference (bench_torch)",
+                runners.append(TorchRunner(args, "torch", "PyTorch torch.nn reference (torch_models)",
                                            _torch_builder(args)))
             elif ref == "onnxruntime":
                 runners.append(OnnxRuntimeRunner(args, _ours_builder(args), _onnxruntime_version()))

@@ -6,11 +6,11 @@ import contextlib
 import statistics
 import time
 
-from ..flops import count_macs
+from ..models.flops import count_macs
 from ..models.factory import create_model
 from .common import (current_rss_mb, environment, fmt, ms_device_memory, no_init_parameters, peak_rss_mb,
                      setup_mindspore)
-from .options import command
+from .settings import command
 from .runners import DEPLOYED, MindSporeRunner, Unavailable, make_runners
 
 
@@ -80,7 +80,8 @@ def measure(runners, args, unavailable, log=print):
 
 
 def _ratios(results):
-    """img/s ratios: each ``ours*`` row to each reference, ``ours_optimized/ours``, and each
+    """img/s ratios: each ``ours*`` row to each reference, ``ours_optimized/ours`` and
+    ``ours_frozen<K>/ours``, and each
     deployed row (our model in another runtime: ``onnxruntime``, ``onnxruntime_int8``) to each reference,
     ``ours*`` and the other deployed rows (``onnxruntime_int8/onnxruntime``)."""
     def ratio(a, b):
@@ -93,8 +94,9 @@ def _ratios(results):
     for a in ours:
         for b in refs:
             ratios[f"{a}/{b}"] = ratio(a, b)
-    if "ours" in results and "ours_optimized" in results:
-        ratios["ours_optimized/ours"] = ratio("ours_optimized", "ours")
+    for variant in [n for n in ours if n != "ours"]:  # ours_optimized, ours_frozen<K>: against ours
+        if "ours" in results:
+            ratios[f"{variant}/ours"] = ratio(variant, "ours")
     for a in deployed:
         for b in refs + ours + [d for d in deployed if d != a]:
             ratios[f"{a}/{b}"] = ratio(a, b)

@@ -2,13 +2,13 @@
 themselves: parameters, MACs at 224 px, and the published accuracy of the released weights."""
 import mindspore as ms
 
-from ..flops import count_macs
+from ..models.flops import count_macs
 from ..models.factory import create_model
 from ..models.layers import count_params
-from ..models.pretrained import get_pretrained_cfg
-from ..models.registry import list_models, resolve_name
+from ..weights.pretrained import get_pretrained_cfg
+from ..models.registry import get_model_cfg, list_models, resolve_name
 from .common import environment, no_init_parameters
-from .options import command
+from .settings import command
 
 
 def _published(name):
@@ -80,7 +80,7 @@ def build_table(log=None):
             "macs_224": count_macs(net, (3, 224, 224)),
             "official_top1_top5": official, "mindcv_top1_top5": mindcv,
         }
-        if "dla" in name:
+        if get_model_cfg(name).family == "res2net_dla":
             row["macs_224_with_unused_project"] = row["macs_224"] + _dla_unused_project_macs(net)
         rows.append(row)
         if log:
@@ -105,7 +105,7 @@ def table_markdown(rows):
                      f"{acc(r['official_top1_top5'])} | {acc(r['mindcv_top1_top5'])} |")
     lines.append("")
     lines.append("Params: learnable parameters at 1000 classes; with BN moving stats = MindCV's \"Params\" column. "
-                 "MACs: convolutions + classifier, one 224x224 image (`mindcv_res2net.flops.count_macs`). "
+                 "MACs: convolutions + classifier, one 224x224 image (`mindcv_res2net.models.flops.count_macs`). "
                  "Top-1 / top-5: published ImageNet-1k val accuracy of the released weights (`-`: none published).")
     if any("macs_224_with_unused_project" in r for r in rows):
         lines.append("\\* DLA-60: the models have timm's structure; in brackets the count with the official "

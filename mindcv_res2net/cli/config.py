@@ -12,7 +12,7 @@ Public API
 ``get_defaults(script="train")``            -> ``{key: default}`` (a fresh copy).
 ``config_keys(script="train")``             -> list of the config keys, in help order.
 ``dump_config(args)``                       -> the resolved config as YAML text (``--dry_run``).
-``save_config(args, path)``                 -> writes that YAML atomically (``path.tmp`` + ``os.replace``).
+``save_config(args, path)``                 -> writes that YAML atomically (``atomic_io``).
 ``NO_EFFECT_KEYS``                          -> MindCV keys accepted but unused, with the reason.
 ``ALIAS_KEYS``                              -> MindCV's older keys that are mapped onto newer ones.
 
@@ -71,11 +71,24 @@ _KIND_WORDS = {
     "distribute": "'auto' or a boolean (true/false)",
     "color_jitter": "null, a number, or a list of 3-4 numbers",
     "re_value": "a number, a list of numbers, or 'random'",
+    "class_weights": "'balanced' or a list of numbers (one weight per class)",
 }
+
+
+# kinds whose command-line value may be several tokens
+LIST_KINDS = ("floats", "ints", "color_jitter", "re_value", "class_weights")
 
 
 class _BadType(Exception):
     pass
+
+
+def _class_weights(v):
+    """``class_weights``: 'balanced', or one non-negative number per class."""
+    values = list(v) if isinstance(v, (list, tuple)) else [v]
+    if len(values) == 1 and isinstance(values[0], str) and values[0].strip().lower() == "balanced":
+        return "balanced"
+    return [_to_float(x) for x in values]
 
 
 def _is_null_word(v):
@@ -145,8 +158,7 @@ def _cli_list(v):
 
 def _coerce(spec, v, from_cli):
     """Convert a YAML or command-line value to the key's type; raise _BadType if it cannot."""
-    if from_cli and isinstance(v, list) and spec.kind not in ("floats", "ints", "color_jitter",
-                                                              "re_value"):
+    if from_cli and isinstance(v, list) and spec.kind not in LIST_KINDS:
         v = v[0] if len(v) == 1 else v
     if from_cli and isinstance(v, list):
         if len(v) == 1 and _is_null_word(v[0]):
@@ -182,6 +194,8 @@ def _coerce(spec, v, from_cli):
             raise _BadType
         conv = _to_float if kind == "floats" else _to_int
         return [conv(x) for x in v]
+    if kind == "class_weights":
+        return _class_weights(v)
     if kind == "color_jitter":
         if isinstance(v, (list, tuple)):
             return [_to_float(x) for x in v] if len(v) != 1 else _to_float(v[0])
@@ -303,7 +317,7 @@ def _build_parser(script, specs):
                   help=f"{spec.help} (default: {_show(spec.default)})".replace("%", "%%"))
         if spec.kind in ("bool", "distribute"):
             kw.update(nargs="?", const=True)
-        elif spec.kind in ("floats", "ints", "color_jitter", "re_value"):
+        elif spec.kind in LIST_KINDS:
             kw.update(nargs="+")
         group.add_argument(f"--{spec.name}", **kw)
     return parser

@@ -5,8 +5,13 @@ One ``Key`` per MindCV key name, in ``--help`` order. To add a key: append a ``_
 "must be ..."), then read it as ``args.<name>`` where it is used. :mod:`.config` turns the
 table into the parser, the YAML loader, the validation and the dumped config.
 """
+from ..data import DATASETS, INTERPOLATIONS, SAMPLERS
 from ..errors import UserError
-from .options import DEVICE_TARGETS, canon_device_target, parse_cast_list
+from ..loss import LOSSES, REDUCTIONS
+from ..optim import OPTIMIZERS, WEIGHT_DECAY_FILTERS
+from ..scheduler import SCHEDULERS
+from ..training.amp_cast_list import parse_cast_list
+from .options import DEVICE_TARGETS, canon_device_target
 
 SCRIPTS = ("train", "validate")
 
@@ -138,8 +143,8 @@ KEYS = [
     _k("sync_bn", "bool", False, "system", "synchronise BatchNorm statistics across devices"),
     # data
     _k("dataset", "str", "imagenet", "data",
-       "imagenet (class folders, or MindRecord shards found in data_dir), mindrecord, fashion_mnist or mnist",
-       choices=("imagenet", "mindrecord", "fashion_mnist", "mnist"), canon=_lower,
+       "imagenet or imagefolder (class folders, or MindRecord shards found in data_dir), mindrecord, fashion_mnist or mnist",
+       choices=DATASETS, canon=_lower,
        refused={name: "the CIFAR binary files are not read here; write the images as class folders "
                 "(train/<class>/*.png, val/<class>/*.png) and use dataset imagenet"
                 for name in ("cifar10", "cifar100")}),
@@ -158,6 +163,14 @@ KEYS = [
     _k("drop_remainder", "bool", True, "data", "drop the last incomplete training batch"),
     _k("class_list", "str", None, "data",
        "null, or a text file with one class name per line (fixes the label order)", nullable=True),
+    _k("train_list", "str", None, "data",
+       "null, or a list file of the training images: 'relative/path<TAB>label' lines (label: index or class "
+       "name), paths relative to data_dir", nullable=True),
+    _k("val_list", "str", None, "data", "null, or a list file of the validation images (as train_list)",
+       nullable=True),
+    _k("sampler", "str", "default", "data",
+       "default: each image once per epoch, in a seeded order; balanced: classes drawn uniformly, images with "
+       "replacement", choices=SAMPLERS, canon=_lower),
     # augmentation
     _k("image_resize", "int", 224, "augmentation", "training crop / evaluation image size",
        check=_gt(0)),
@@ -171,7 +184,7 @@ KEYS = [
        "null, one factor, or brightness contrast saturation [hue]", nullable=True,
        check=_color_jitter),
     _k("interpolation", "str", "bilinear", "augmentation", "resize interpolation",
-       choices=("bilinear", "bicubic", "nearest", "area"), canon=_lower),
+       choices=INTERPOLATIONS, canon=_lower),
     _k("crop_pct", "float", 0.875, "augmentation", "evaluation centre-crop fraction",
        check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     _k("auto_augment", "str", None, "augmentation",
@@ -236,13 +249,17 @@ KEYS = [
     _k("clip_value", "float", 15.0, "model", "global-norm clip value", check=_gt(0)),
     _k("gradient_accumulation_steps", "int", 1, "model",
        "accumulate gradients over this many batches per update", check=_ge(1)),
+    _k("frozen_stages", "int", -1, "model",
+       "-1: nothing frozen; 0: the stem; K: the stem and stages 1..K (no gradient, no optimizer state, no "
+       "weight decay); the head never", check=lambda v: None if -1 <= v <= 4 else "must be in [-1, 4]"),
+    _k("norm_eval", "bool", False, "model",
+       "the BatchNorm layers of the frozen stages normalise with their moving statistics and keep them"),
     _k("layer_decay", "float", None, "model",
        "layer-wise lr decay (null: off): the head trains at lr, layer4 at lr*d, ... the stem at lr*d^5",
        nullable=True, check=lambda v: None if 0 < v <= 1 else "must be in (0, 1]"),
     # optimizer
     _k("opt", "str", "adam", "optimizer", "optimizer",
-       choices=("sgd", "momentum", "nesterov", "adamw", "adam", "rmsprop", "lamb", "lion", "adagrad",
-                "nadam"),
+       choices=OPTIMIZERS,
        refused={"adan": "adan is in MindCV's optimizer factory but not among the choices of its train.py, and "
                 "is not implemented here; use adamw or lamb"},
        canon=_lower),
@@ -260,12 +277,11 @@ KEYS = [
     _k("weight_decay_filter", "str", "disable", "optimizer",
        "disable: decay all parameters; auto: MindSpore's own filtering; "
        "norm_and_bias: no decay on norm parameters and biases",
-       choices=("disable", "auto", "norm_and_bias"), canon=_lower),
+       choices=WEIGHT_DECAY_FILTERS, canon=_lower),
     _k("eps", "float", 1e-10, "optimizer", "optimizer epsilon", check=_ge(0)),
     # scheduler
     _k("scheduler", "str", "cosine_decay", "scheduler", "learning-rate schedule",
-       choices=("constant", "cosine_decay", "step_decay", "multi_step_decay",
-                "exponential_decay", "polynomial_decay", "one_cycle", "cyclic"), canon=_lower),
+       choices=SCHEDULERS, canon=_lower),
     _k("min_lr", "float", 1e-6, "scheduler", "final / minimum learning rate", check=_ge(0)),
     _k("warmup_epochs", "int", 3, "scheduler", "linear warmup epochs", check=_ge(0)),
     _k("warmup_factor", "float", 0.0, "scheduler", "warmup starts at lr * warmup_factor",
@@ -282,11 +298,14 @@ KEYS = [
        check=_ge(0)),
     # loss
     _k("loss", "str", "CE", "loss", "CE (cross entropy) or BCE (binary cross entropy)",
-       choices=("CE", "BCE"), canon=_loss_canon),
+       choices=LOSSES, canon=_loss_canon),
+    _k("class_weights", "class_weights", None, "loss",
+       "null, balanced (n / (classes x n_class), from the training labels), or one weight per class",
+       nullable=True, check=lambda v: None if v == "balanced" or all(w >= 0 for w in v) else "must be >= 0"),
     _k("label_smoothing", "float", 0.0, "loss", "label smoothing",
        check=_between(0, 1, hi_open=True)),
     _k("reduction", "str", "mean", "loss", "the loss over a batch: mean or sum of the per-image losses",
-       choices=("mean", "sum"), canon=_lower),
+       choices=REDUCTIONS, canon=_lower),
     _k("aux_factor", "float", 0.0, "loss",
        "weight of an auxiliary head's loss: must be 0 (Res2Net has no auxiliary head)",
        check=lambda v: None if v == 0 else "must be 0 (Res2Net has no auxiliary head; MindCV uses the key for "
@@ -362,7 +381,13 @@ SCRIPT_ONLY = {
                     nullable=True),
                  _k("mindir_path", "str", None, "run",
                     "evaluate this exported MINDIR file with MindSpore (with ckpt_path: both, compared)",
-                    nullable=True)],
+                    nullable=True),
+                 _k("per_class", "bool", False, "run",
+                    "also report each class (support, recall, precision, F1), the confusion matrix and the "
+                    "misclassified images (files in per_class_dir; in --json)"),
+                 _k("per_class_dir", "str", None, "run",
+                    "where --per_class writes confusion_matrix.csv/.png and misclassified.csv (null: the "
+                    "folder of --json, else ./per_class)", nullable=True)],
 }
 
 # Keys that steer this one run and are left out of dumped / saved configs.

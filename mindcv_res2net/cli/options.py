@@ -19,7 +19,6 @@ Either way a user sees the same rules:
 """
 import argparse
 import difflib
-import re
 import sys
 
 import yaml
@@ -86,30 +85,6 @@ def non_negative_int(text):
 def split_list(text):
     """``"a, b,,c"`` -> ``["a", "b", "c"]`` (comma-separated command-line lists)."""
     return [t.strip() for t in str(text or "").split(",") if t.strip()]
-
-
-_CELL_NAME = re.compile(r"^(?:(?:mindspore\.)?nn\.)?([A-Z][A-Za-z0-9_]*)$")
-
-
-def parse_cast_list(text):
-    """MindCV's ``amp_cast_list`` text, ``"[nn.Conv2d, nn.Dense]"``, -> ``("Conv2d", "Dense")``.
-
-    MindCV evaluates the text as Python; here it is only parsed: a list of ``mindspore.nn`` cell
-    class names, with or without the ``nn.`` / ``mindspore.nn.`` prefix. Whether each name is a
-    MindSpore cell is checked when the network is built (``engine.train_step.resolve_cast_list``).
-    Raises ``ValueError`` naming the bad entry."""
-    body = str(text).strip()
-    if body.startswith(("[", "(")) and body.endswith(("]", ")")):
-        body = body[1:-1]
-    names = []
-    for entry in split_list(body):
-        match = _CELL_NAME.match(entry)
-        if not match:
-            raise ValueError(f"{entry!r} is not a cell class name")
-        names.append(match.group(1))
-    if not names:
-        raise ValueError("the list is empty")
-    return tuple(names)
 
 
 class BoolFlag(argparse.Action):
@@ -192,6 +167,13 @@ def add_device_target(parser, help="MindSpore device (auto: MindSpore's default)
     """``--device_target``: auto, CPU, GPU or Ascend (any case)."""
     parser.add_argument("--device_target", default="auto", type=canon_device_target, choices=DEVICE_TARGETS,
                         help=help)
+
+
+def add_weights_options(parser, pretrained_verb):
+    """``--ckpt_path``, ``--pretrained``, ``--ema``: where a built model's weights come from."""
+    parser.add_argument("--ckpt_path", default=None, help="MindSpore checkpoint (ours or MindCV's) or PyTorch file")
+    parser.add_argument("--pretrained", action=BoolFlag, help=f"{pretrained_verb} the published pretrained weights")
+    parser.add_argument("--ema", action=BoolFlag, help="use the checkpoint's EMA weights")
 
 
 def add_debug(parser, help="show tracebacks of user errors"):

@@ -13,31 +13,23 @@ Public API (see each module's docstring)::
 Names are imported lazily so that ``python -m mindcv_res2net.data.prepare`` and light users
 (class-name constants) do not pay for importing MindSpore.
 """
-import importlib
+from ..lazy_exports import lazy_exports
+
+# the one lists of these names: train.py's ``dataset``, ``interpolation`` and ``sampler`` keys offer exactly these
+DATASETS = ("imagenet", "imagefolder", "mindrecord", "fashion_mnist", "mnist")
+INTERPOLATIONS = ("bilinear", "bicubic", "nearest", "area")
+SAMPLERS = ("default", "balanced")
 
 _EXPORTS = {
     "create_dataset": "dataset", "get_dataset_info": "dataset", "DatasetInfo": "dataset",
     "EpochSampler": "sampler", "RepeatAugSampler": "sampler",
-    "read_class_list": "dataset", "resolve_workers": "dataset", "read_idx": "idx",
-    "FASHION_MNIST_CLASSES": "idx", "MNIST_CLASSES": "idx",
-    "BadImageCounter": "decode", "prepare_mindrecord": "mindrecord",
+    "read_class_list": "dataset", "resolve_workers": "dataset", "read_idx": "readers.idx",
+    "FASHION_MNIST_CLASSES": "readers.idx", "MNIST_CLASSES": "readers.idx",
+    "BadImageCounter": "decode", "prepare_mindrecord": "readers.mindrecord_writer",
     "create_loader": "loader", "pop_bad_image_count": "loader", "raise_data_error": "loader",
     "MixupCutmix": "mixup",
     "create_transforms": "transforms",
     "measure_pipeline_throughput": "throughput", "make_synthetic_jpegs": "throughput",
 }
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = ["DATASETS", "INTERPOLATIONS", "SAMPLERS", *sorted(_EXPORTS)]

@@ -42,19 +42,21 @@ import numpy as np
 import mindspore.dataset as ds
 
 from ..errors import UserError
+from . import SAMPLERS
 from . import decode as _decode
-from . import mindrecord as _mindrecord
-from .mindrecord_reader import build_pipeline as _mindrecord_pipeline
-from .idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
-from .image_folder import _split_dir, read_class_list, scan_image_folder
-from .mnist_files import fetch_raw_files
-from .sampler import EpochSampler, RepeatAugSampler, check_aug_repeats
+from .readers import mindrecord_writer as _mindrecord
+from .readers.mindrecord_reader import build_pipeline as _mindrecord_pipeline
+from .readers.idx import FASHION_MNIST_CLASSES, MNIST_CLASSES, read_idx
+from .readers.image_folder import _split_dir, read_class_list, scan_image_folder
+from .readers.list_file import read_list_file
+from .readers.mnist_files import fetch_raw_files
+from .sampler import BalancedSampler, EpochSampler, RepeatAugSampler, check_aug_repeats
 
 _logger = logging.getLogger(__name__)
 
 MNIST_FAMILY = {"mnist": MNIST_CLASSES, "fashion_mnist": FASHION_MNIST_CLASSES}
 IMAGEFOLDER_NAMES = ("imagenet", "imagefolder")
-MINDRECORD_NAME = "mindrecord"  # a MindRecord set written by ``prepare mindrecord`` (see :mod:`.mindrecord`)
+MINDRECORD_NAME = "mindrecord"  # a MindRecord set written by ``prepare mindrecord`` (see :mod:`.readers.mindrecord_writer`)
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -328,15 +330,123 @@ def _check_shards(num_shards, shard_id):
     return num_shards, shard_id
 
 
+def _check_training_classes(class_names, class_list):
+    """Check ``class_list`` against the training classes; return the class names as strings."""
+    class_names = [str(c) for c in class_names]
+    if class_list is not None and read_class_list(class_list) != class_names:
+        raise UserError(f"--class_list {class_list if isinstance(class_list, str) else ''} does not match "
+                        f"the classes the model was trained on ({', '.join(class_names[:10])}"
+                        f"{' ...' if len(class_names) > 10 else ''}): drop --class_list, or use the "
+                        f"list the model was trained with")
+    return class_names
+
+
+def _mnist_source(key, root, split, download, class_list, class_names, file_options):
+    """Open an MNIST-family split (idx files, downloaded if asked, or class folders); return source and classes."""
+    if root is None or not os.path.isdir(os.fspath(root)):
+        if download and root is not None:
+            os.makedirs(root, exist_ok=True)
+        else:
+            raise UserError(f"data directory not found: {root}. Point --data_dir at the folder "
+                            f"with the {key} idx files, or prepare class folders with "
+                            f"'python -m mindcv_res2net.data.prepare {key} --out DIR'")
+    root = os.fspath(root)
+    loaded = load_idx_split(root, split)
+    if loaded is None and not os.path.isdir(os.path.join(root, split)) and download:
+        fetch_raw_files(key, root)
+        loaded = load_idx_split(root, split)
+    if loaded is not None:
+        images, labels = loaded
+        if class_names is None:
+            class_names = list(MNIST_FAMILY[key]) if class_list is None else read_class_list(class_list)
+        if labels.size and labels.max() >= len(class_names):
+            raise UserError(f"idx labels go up to {labels.max()} but there are "
+                            f"{len(class_names)} classes. Check the class list")
+        source = ArraySource(images, labels, names_prefix=f"{root}:{split}")
+        source.bad_images = file_options["bad_images"]
+        return source, class_names
+    if not os.path.isdir(os.path.join(root, split)):
+        raise UserError(f"no {key} data in {root}: neither idx files (train-images-idx3-ubyte"
+                        f"[.gz], ...) nor a class-folder split {os.path.join(root, split)}. "
+                        f"Run 'python -m mindcv_res2net.data.prepare {key} --out {root}'")
+    paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
+    return ImageFileSource(paths, labels, mode="grey", **file_options), class_names
+
+
+def _open_source(key, root, split, download, class_list, class_names, file_options, list_file=None):
+    """Open the split's samples; return (dataset key, source, class names, MindRecord label map or None)."""
+    if list_file is not None:
+        paths, labels, class_names = read_list_file(list_file, root, class_list, class_names)
+        return key, ImageFileSource(paths, labels, mode="encoded", **file_options), class_names, None
+    if key in MNIST_FAMILY:
+        source, class_names = _mnist_source(key, root, split, download, class_list, class_names, file_options)
+        return key, source, class_names, None
+    if _find_mindrecord(key, root, split) is not None:
+        source = _mindrecord.open_split(_find_mindrecord(key, root, split))
+        mr_labels, class_names = _mindrecord.label_map(source, class_list, class_names)
+        if key != MINDRECORD_NAME:
+            _logger.info("%s holds a MindRecord set: reading it (dataset: mindrecord)", source.folder)
+        return MINDRECORD_NAME, source, class_names, mr_labels
+    paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
+    return key, ImageFileSource(paths, labels, mode="encoded", **file_options), class_names, None
+
+
+def _samples_per_epoch(source, num_samples, shuffle, num_shards):
+    """Images read per epoch by all ranks together: the source, limited by ``num_samples``."""
+    total = len(source)
+    if num_samples is not None:
+        if int(num_samples) < 1:
+            raise UserError(f"num_samples must be positive, got {num_samples}")
+        total = min(total, int(num_samples))
+    if shuffle and total < num_shards:
+        raise UserError(f"{total} images cannot be shared by {num_shards} ranks. Use more data")
+    return total
+
+
+def _make_sampler(size, total, aug_repeats, num_samples, shuffle, seed, num_shards, shard_id, start_epoch,
+                  eval_shuffle, kind="default", labels=None):
+    """The epoch sampler: class-balanced or repeated augmentation when asked, else the seeded
+    per-epoch order."""
+    if kind not in SAMPLERS:
+        raise UserError(f"unknown sampler {kind!r}: use one of {', '.join(SAMPLERS)}")
+    if kind == "balanced":
+        return _balanced_sampler(labels, total, aug_repeats, shuffle, seed, num_shards, shard_id, start_epoch)
+    aug_repeats = check_aug_repeats(aug_repeats)
+    if aug_repeats > 1 and num_samples is not None:
+        raise UserError(f"aug_repeats={aug_repeats} and num_samples={num_samples} cannot be used together "
+                        f"(as in MindCV): drop num_samples, or set aug_repeats to 0")
+    if aug_repeats > 1:
+        return RepeatAugSampler(size, num_repeats=aug_repeats, shuffle=shuffle, seed=seed,
+                                num_shards=num_shards, shard_id=shard_id, start_epoch=start_epoch)
+    return EpochSampler(size, shuffle=shuffle, seed=seed, num_shards=num_shards,
+                        shard_id=shard_id, start_epoch=start_epoch, limit=total,
+                        eval_shuffle=eval_shuffle)
+
+
+def _balanced_sampler(labels, total, aug_repeats, shuffle, seed, num_shards, shard_id, start_epoch):
+    """``sampler: balanced`` (training only; not with ``aug_repeats``)."""
+    if not shuffle:
+        raise UserError("sampler: balanced draws training images at random: it does not apply to evaluation")
+    if check_aug_repeats(aug_repeats) > 1:
+        raise UserError("sampler: balanced and aug_repeats cannot be used together: set aug_repeats to 0, or "
+                        "sampler to default")
+    if labels is None:
+        raise UserError("sampler: balanced needs each image's label before reading it, which a MindRecord set "
+                        "does not give: train from class folders or a list file (--train_list)")
+    return BalancedSampler(labels, seed=seed, num_shards=num_shards, shard_id=shard_id, start_epoch=start_epoch,
+                           limit=total)
+
+
 def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_samples=None,
                    num_shards=None, shard_id=None, num_parallel_workers=None, class_list=None,
                    seed=None, strict_data=False, start_epoch=0, download=False,
-                   large_image_pixels=None, class_names=None, aug_repeats=0, eval_shuffle=False, **kwargs):
+                   large_image_pixels=None, class_names=None, aug_repeats=0, eval_shuffle=False, list_file=None,
+                   sampler="default", **kwargs):
     """Build a data set (see the module docstring for columns, order, sharding, bad files).
 
     Args:
         name: 'imagenet' / 'imagefolder' (``root/split/<class>/<image>``, or the MindRecord set
-            ``root/split`` when it holds one), 'mindrecord' (see :mod:`.mindrecord`), 'fashion_mnist' or
+            ``root/split`` when it holds one), 'mindrecord' (see :mod:`.readers.mindrecord_writer`), 'fashion_mnist' or
             'mnist' (idx files, ``.gz`` or raw, in ``root`` or ``root/raw``; or prepared class
             folders ``root/split/<class>/*.png``).
         root: data directory. split: 'train', 'val' (or 'test'; for idx files both mean t10k).
@@ -363,6 +473,11 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
             it: label = index in this list. A folder not in it is a ``UserError`` naming the
             folder; a class without a folder is logged once as a warning and changes no other
             label. ``class_list``, if also given, must name the same classes in the same order.
+        list_file: read the images and labels from this list file (:mod:`.readers.list_file`:
+            ``relative/path<TAB>label`` lines, paths relative to ``root``) instead of ``root/split``;
+            the same source, transforms, sharding and bad-image handling as class folders.
+        sampler: 'default' (the seeded per-epoch order) or 'balanced' (training: classes drawn
+            uniformly, images with replacement, :class:`~.sampler.BalancedSampler`).
 
     Returns:
         ``mindspore.dataset.GeneratorDataset`` with ``.class_names``, ``.dataset_info`` and
@@ -378,75 +493,15 @@ def create_dataset(name="imagenet", root=None, split="train", shuffle=True, num_
     bad = _decode.BadImageCounter()
     replace_bad = bool(shuffle)
     if class_names is not None:
-        class_names = [str(c) for c in class_names]
-        if class_list is not None and read_class_list(class_list) != class_names:
-            raise UserError(f"--class_list {class_list if isinstance(class_list, str) else ''} does not match "
-                            f"the classes the model was trained on ({', '.join(class_names[:10])}"
-                            f"{' ...' if len(class_names) > 10 else ''}): drop --class_list, or use the "
-                            f"list the model was trained with")
+        class_names = _check_training_classes(class_names, class_list)
         class_list = None  # the training classes decide the labels
 
-    if key in MNIST_FAMILY:
-        if root is None or not os.path.isdir(os.fspath(root)):
-            if download and root is not None:
-                os.makedirs(root, exist_ok=True)
-            else:
-                raise UserError(f"data directory not found: {root}. Point --data_dir at the folder "
-                                f"with the {key} idx files, or prepare class folders with "
-                                f"'python -m mindcv_res2net.data.prepare {key} --out DIR'")
-        root = os.fspath(root)
-        loaded = load_idx_split(root, split)
-        if loaded is None and not os.path.isdir(os.path.join(root, split)) and download:
-            fetch_raw_files(key, root)
-            loaded = load_idx_split(root, split)
-        if loaded is not None:
-            images, labels = loaded
-            if class_names is None:
-                class_names = list(MNIST_FAMILY[key]) if class_list is None else read_class_list(class_list)
-            if labels.size and labels.max() >= len(class_names):
-                raise UserError(f"idx labels go up to {labels.max()} but there are "
-                                f"{len(class_names)} classes. Check the class list")
-            source = ArraySource(images, labels, names_prefix=f"{root}:{split}")
-            source.bad_images = bad
-        else:
-            if not os.path.isdir(os.path.join(root, split)):
-                raise UserError(f"no {key} data in {root}: neither idx files (train-images-idx3-ubyte"
-                                f"[.gz], ...) nor a class-folder split {os.path.join(root, split)}. "
-                                f"Run 'python -m mindcv_res2net.data.prepare {key} --out {root}'")
-            paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
-            source = ImageFileSource(paths, labels, mode="grey", strict=strict_data,
-                                     replace_bad=replace_bad, bad_images=bad,
-                                     large_pixels=large_image_pixels)
-    elif _find_mindrecord(key, root, split) is not None:
-        source = _mindrecord.open_split(_find_mindrecord(key, root, split))
-        mr_labels, class_names = _mindrecord.label_map(source, class_list, class_names)
-        if key != MINDRECORD_NAME:
-            _logger.info("%s holds a MindRecord set: reading it (dataset: mindrecord)", source.folder)
-        key = MINDRECORD_NAME
-    else:
-        paths, labels, class_names = scan_image_folder(root, split, class_list, class_names)
-        source = ImageFileSource(paths, labels, mode="encoded", strict=strict_data,
-                                 replace_bad=replace_bad, bad_images=bad,
-                                 large_pixels=large_image_pixels)
-
-    total = len(source)
-    if num_samples is not None:
-        if int(num_samples) < 1:
-            raise UserError(f"num_samples must be positive, got {num_samples}")
-        total = min(total, int(num_samples))
-    if shuffle and total < num_shards:
-        raise UserError(f"{total} images cannot be shared by {num_shards} ranks. Use more data")
-    aug_repeats = check_aug_repeats(aug_repeats)
-    if aug_repeats > 1 and num_samples is not None:
-        raise UserError(f"aug_repeats={aug_repeats} and num_samples={num_samples} cannot be used together "
-                        f"(as in MindCV): drop num_samples, or set aug_repeats to 0")
-    if aug_repeats > 1:
-        sampler = RepeatAugSampler(len(source), num_repeats=aug_repeats, shuffle=shuffle, seed=seed,
-                                   num_shards=num_shards, shard_id=shard_id, start_epoch=start_epoch)
-    else:
-        sampler = EpochSampler(len(source), shuffle=shuffle, seed=seed, num_shards=num_shards,
-                               shard_id=shard_id, start_epoch=start_epoch, limit=total,
-                               eval_shuffle=eval_shuffle)
+    file_options = dict(strict=strict_data, replace_bad=replace_bad, bad_images=bad, large_pixels=large_image_pixels)
+    key, source, class_names, mr_labels = _open_source(key, root, split, download, class_list, class_names,
+                                                       file_options, list_file)
+    total = _samples_per_epoch(source, num_samples, shuffle, num_shards)
+    sampler = _make_sampler(len(source), total, aug_repeats, num_samples, shuffle, seed, num_shards, shard_id,
+                            start_epoch, eval_shuffle, sampler, getattr(source, "labels", None))
     source_threads = max(1, min(workers, 4))
     if key == MINDRECORD_NAME:
         dataset = _mindrecord_pipeline(source, sampler, mr_labels, bad, strict=strict_data, replace_bad=replace_bad,

@@ -229,19 +229,29 @@ def _check_sos(seg, info, comp_ids, huff):
                 raise BadImage("JPEG scan uses an undefined Huffman table")
 
 
-def inspect_jpeg(data):
-    """Validate a JPEG's marker structure; return :class:`JpegInfo` or raise :class:`BadImage`.
+def _check_sof(marker, seg, info, comp_ids, comp_quant):
+    """Check a frame header and record its size, precision and components in ``info``."""
+    if info.sof is not None:
+        raise BadImage("JPEG with two frame headers")
+    if len(seg) < 6:
+        raise BadImage("corrupt JPEG frame header")
+    info.sof = marker
+    info.precision = seg[0]
+    info.height, info.width = (seg[1] << 8) | seg[2], (seg[3] << 8) | seg[4]
+    info.components = seg[5]
+    if info.components < 1 or len(seg) != 6 + 3 * info.components or info.width == 0:
+        raise BadImage("corrupt JPEG frame header")
+    for k in range(info.components):
+        cid, hv, tq = seg[6 + 3 * k:9 + 3 * k]
+        if not (1 <= hv >> 4 <= 4 and 1 <= hv & 15 <= 4) or tq > 3:
+            raise BadImage("corrupt JPEG frame header")
+        comp_ids.add(cid)
+        comp_quant.append(tq)
 
-    Checks the segment lengths, quantisation and Huffman tables, the frame and scan headers,
-    that every quantisation table the frame uses is defined before the first scan, and that
-    the file ends with an EOI marker after the scans (a truncated download has none).
-    """
+
+def _walk_header(data, info, quant, huff, comp_ids, comp_quant):
+    """Check the segments up to the first scan header; return the position just after it."""
     n = len(data)
-    info = JpegInfo()
-    quant = set()
-    huff = set()
-    comp_ids = set()
-    comp_quant = []
     pos = 2
     while True:
         if pos + 4 > n:
@@ -274,32 +284,20 @@ def inspect_jpeg(data):
         elif marker == 0xC4:
             _check_dht(seg, huff)
         elif marker in _SOF_ALL:
-            if info.sof is not None:
-                raise BadImage("JPEG with two frame headers")
-            if len(seg) < 6:
-                raise BadImage("corrupt JPEG frame header")
-            info.sof = marker
-            info.precision = seg[0]
-            info.height, info.width = (seg[1] << 8) | seg[2], (seg[3] << 8) | seg[4]
-            info.components = seg[5]
-            if info.components < 1 or len(seg) != 6 + 3 * info.components or info.width == 0:
-                raise BadImage("corrupt JPEG frame header")
-            for k in range(info.components):
-                cid, hv, tq = seg[6 + 3 * k:9 + 3 * k]
-                if not (1 <= hv >> 4 <= 4 and 1 <= hv & 15 <= 4) or tq > 3:
-                    raise BadImage("corrupt JPEG frame header")
-                comp_ids.add(cid)
-                comp_quant.append(tq)
+            _check_sof(marker, seg, info, comp_ids, comp_quant)
         elif marker == 0xDA:
             _check_sos(seg, info, comp_ids, huff)
             if not set(comp_quant) <= quant:
                 raise BadImage("JPEG uses an undefined quantisation table")
-            pos = end
-            break
+            return end
         else:
             _check_misc(marker, seg)
         pos = end
-    # After the first scan: find the remaining markers (tables and scans of progressive files).
+
+
+def _walk_scans(data, pos, info, quant, huff, comp_ids):
+    """Check the markers after the first scan (tables and scans of progressive files) up to EOI."""
+    n = len(data)
     while True:
         match = _MARKER_RE.search(data, pos)
         if match is None:
@@ -307,7 +305,7 @@ def inspect_jpeg(data):
         mpos = match.start() + 1
         marker = data[mpos]
         if marker == 0xD9:
-            return info
+            return
         if marker == 0x01:
             pos = mpos + 1
             continue
@@ -330,6 +328,23 @@ def inspect_jpeg(data):
             _check_misc(marker, seg)
         pos = end
     raise BadImage("truncated JPEG (no end-of-image marker)")
+
+
+def inspect_jpeg(data):
+    """Validate a JPEG's marker structure; return :class:`JpegInfo` or raise :class:`BadImage`.
+
+    Checks the segment lengths, quantisation and Huffman tables, the frame and scan headers,
+    that every quantisation table the frame uses is defined before the first scan, and that
+    the file ends with an EOI marker after the scans (a truncated download has none).
+    """
+    info = JpegInfo()
+    quant = set()
+    huff = set()
+    comp_ids = set()
+    comp_quant = []
+    pos = _walk_header(data, info, quant, huff, comp_ids, comp_quant)
+    _walk_scans(data, pos, info, quant, huff, comp_ids)
+    return info
 
 
 def jpeg_fast_path_ok(info, large_pixels=None):

@@ -1,5 +1,6 @@
 """The samplers of the data sets: :class:`EpochSampler`, the per-epoch seeded order with sharding
-(described in :mod:`.dataset`), and :class:`RepeatAugSampler`.
+(described in :mod:`.dataset`), :class:`RepeatAugSampler` and :class:`BalancedSampler` (``sampler:
+balanced``, class-balanced sampling with replacement).
 
 Repeated augmentation (``aug_repeats``): MindCV's ``RepeatAugSampler`` (after DeiT / timm's
 ``RASampler``, Hoffer et al. 2020 and Berman et al. 2019), with this package's per-epoch seeding.
@@ -147,3 +148,30 @@ class RepeatAugSampler(EpochSampler):
         if total > rep.size:
             rep = np.concatenate([rep, rep[:total - rep.size]])
         return rep[self.shard_id::w][:self._per_rank]
+
+
+class BalancedSampler(EpochSampler):
+    """Class-balanced sampling with replacement (``sampler: balanced``): every class is drawn with the
+    same probability, and an image of the class uniformly, so that each class fills about ``1 / C``
+    of every epoch whatever its size. The same interface as :class:`EpochSampler`.
+
+    Epoch ``e`` draws ``samples_per_epoch * num_shards`` indices from ``RandomState(seed + e)`` with
+    probability ``1 / (C * n_c)`` for an image of class ``c`` (``C``: the classes present, ``n_c``:
+    their image counts); rank ``r`` reads the ``r``-th contiguous slice. The order is a pure function
+    of (seed, epoch, rank): a resumed run reads the same samples.
+    """
+
+    def __init__(self, labels, seed=0, num_shards=1, shard_id=0, start_epoch=0, limit=None):
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        self.num_classes_present = int(classes.size)
+        self.weights = 1.0 / (classes.size * counts[inverse].astype(np.float64))
+        super().__init__(labels.size, shuffle=True, seed=seed, num_shards=num_shards, shard_id=shard_id,
+                         start_epoch=start_epoch, limit=limit)
+
+    def indices(self, epoch):
+        """This rank's sample indices of ``epoch`` (numpy int64 array); a pure function."""
+        rng = np.random.RandomState((self.seed + int(epoch)) % (2 ** 32))
+        per = self.limit // self.num_shards
+        drawn = rng.choice(self.num_items, size=per * self.num_shards, replace=True, p=self.weights)
+        return drawn[self.shard_id * per:(self.shard_id + 1) * per].astype(np.int64)

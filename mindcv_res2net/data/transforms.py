@@ -30,6 +30,7 @@ import mindspore.dataset.vision as vision
 from mindspore.dataset.vision import Inter
 
 from ..errors import UserError
+from . import INTERPOLATIONS
 from .dataset import canonical_name, MNIST_FAMILY
 from .augmix import AugMix
 from .randaugment import RandAugment
@@ -43,16 +44,7 @@ DATASET_MEAN_STD = {
 }
 DEFAULT_CROP_PCT = 0.875
 
-_INTERP = {
-    "nearest": Inter.NEAREST,
-    "bilinear": Inter.BILINEAR,
-    "linear": Inter.BILINEAR,
-    "bicubic": Inter.BICUBIC,
-    "cubic": Inter.BICUBIC,
-    "area": Inter.AREA,
-    "pilcubic": Inter.PILCUBIC,
-    "antialias": Inter.ANTIALIAS,
-}
+_INTERP = dict(zip(INTERPOLATIONS, (Inter.BILINEAR, Inter.BICUBIC, Inter.NEAREST, Inter.AREA)))
 
 AUTO_AUGMENT_HELP = ("randaug-m<M>[-n<N>][-mstd<S>][-mmax<X>][-inc1][-p<P>] (e.g. randaug-m9-mstd0.5-inc1), "
                      "autoaug / autoaugr (ImageNet AutoAugment policy), autoaug-cifar10, autoaug-svhn, "
@@ -65,7 +57,7 @@ def parse_interpolation(name):
         return name
     key = str(name).strip().lower()
     if key not in _INTERP:
-        raise UserError(f"unknown interpolation: {name!r}. Use one of {', '.join(sorted(_INTERP))}")
+        raise UserError(f"unknown interpolation: {name!r}. Use one of {', '.join(INTERPOLATIONS)}")
     return _INTERP[key]
 
 

@@ -11,8 +11,9 @@ Modules (dependencies point down the list; nothing here imports MindSpore at mod
 * ``launch``: ``detect_launcher``, ``parse_distribute``, ``init_distributed``, ``get_dist_info``,
   ``is_main_process``; the msrun and rank-table paths.
 * ``mpi_bridge``: the mpirun -> MindSpore bridge (mpi4py), which starts MindSpore's scheduler.
-* ``scheduler``: the scheduler's supervisor, run by rank 0 as
-  ``python -m mindcv_res2net.distributed.scheduler --parent PID``.
+* ``cluster_scheduler``: the scheduler's supervisor, run by rank 0 as
+  ``python -m mindcv_res2net.distributed.cluster_scheduler --parent PID``.
+* ``process_setup``: ``setup_runtime`` (device, execution mode, ranks, seeds) for train.py and validate.py.
 * ``watchdog``: the TCP star around rank 0 and the ABORT protocol; ``end_process`` (the
   end-of-run barrier under mpirun), ``shutdown``.
 * ``collectives``: ``all_reduce_sum``, ``all_gather_exact``, ``barrier``, ``broadcast_object``,
@@ -27,17 +28,16 @@ the scheduler to start, default 90), ``MINDCV_RES2NET_DIST_LOG_DIR`` (where the 
 writes its log), ``MINDCV_RES2NET_SCHED_GRACE`` (seconds the scheduler may run on after rank 0
 ended normally, default 60).
 """
-from .collectives import (all_gather_exact, all_reduce_sum, average_batch_norm_statistics, barrier,
-                          broadcast_object, broadcast_parameters, parameters_divergence)
-from .device import resolve_device_target
-from .launch import LAUNCHERS, detect_launcher, get_dist_info, init_distributed, is_main_process, parse_distribute
-from .state import CLUSTER_ENV_DEFAULTS, WATCHDOG_EXIT_CODE, DistInfo, DistributedError
-from .watchdog import end_process, shutdown
+from ..lazy_exports import lazy_exports
 
-__all__ = [
-    "DistInfo", "DistributedError", "LAUNCHERS", "CLUSTER_ENV_DEFAULTS",
-    "detect_launcher", "parse_distribute", "resolve_device_target", "init_distributed",
-    "get_dist_info", "is_main_process", "all_reduce_sum", "all_gather_exact", "barrier", "broadcast_object",
-    "broadcast_parameters", "average_batch_norm_statistics", "parameters_divergence", "shutdown", "end_process",
-    "WATCHDOG_EXIT_CODE",
-]
+_EXPORTS = {
+    **dict.fromkeys(("all_gather_exact", "all_reduce_sum", "average_batch_norm_statistics", "barrier",
+                     "broadcast_object", "broadcast_parameters", "parameters_divergence"), "collectives"),
+    "resolve_device_target": "device",
+    **dict.fromkeys(("LAUNCHERS", "detect_launcher", "get_dist_info", "init_distributed", "is_main_process",
+                     "parse_distribute"), "launch"),
+    **dict.fromkeys(("CLUSTER_ENV_DEFAULTS", "WATCHDOG_EXIT_CODE", "DistInfo", "DistributedError"), "state"),
+    **dict.fromkeys(("end_process", "shutdown"), "watchdog"),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = sorted(_EXPORTS)

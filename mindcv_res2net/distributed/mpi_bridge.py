@@ -16,7 +16,7 @@ A rank that never reaches ``init_distributed`` makes the others exit after
 ``MINDCV_RES2NET_INIT_TIMEOUT`` (faulthandler's time-out dump, ending in
 ``_wait_for_every_rank_to_call_init_distributed``).
 
-The scheduler child is ``python -m mindcv_res2net.distributed.scheduler`` (a supervisor, see
+The scheduler child is ``python -m mindcv_res2net.distributed.cluster_scheduler`` (a supervisor, see
 ``scheduler.py``). It writes its log to ``$MINDCV_RES2NET_DIST_LOG_DIR`` (default: a new private
 directory, mode 0700, ``<tempdir>/mindcv_res2net_dist_XXXXXXXX``), file
 ``scheduler_<host>_<port>_<random>.log`` (created exclusively, mode 0600, never through a
@@ -39,7 +39,7 @@ from .state import STATE, DistInfo, DistributedError, StartupRefused, apply_env_
 from .watchdog import Watchdog, shutdown
 
 # run with -m, not imported here: importing it before runpy runs it would make Python warn
-SCHEDULER_MODULE = f"{__package__}.scheduler"
+SCHEDULER_MODULE = f"{__package__}.cluster_scheduler"
 
 
 def _import_mpi(timeout):
@@ -336,7 +336,20 @@ def init_mpirun(target, log_dir):
         MPI.Finalize()
         raise StartupRefused(format_startup_errors(messages) if rank == 0 else None)
 
-    # 1. where can every rank reach rank 0?
+    bridge, sched_host = _agree_on_scheduler_host(comm, rank, size, timeout)
+    port = _start_cluster_scheduler(comm, bridge, rank, size, sched_host, log_dir, timeout)
+    _hand_over_to_mindspore(MPI, comm, bridge, rank, size, sched_host, port, timeout)
+    _join_mindspore_cluster(bridge, target, local_rank, rank, size)
+    if rank == 0:
+        watchdog = ", ".join(f"{addr}:{wport}" for addr, wport in bridge.bound)
+        say(f"rank 0: {size} ranks joined in {time.monotonic() - t_start:.1f} s "
+            f"(scheduler {sched_host}:{port}, watchdog {watchdog}, log {bridge.sched_log})")
+    return DistInfo(rank=rank, world_size=size, local_rank=local_rank, is_distributed=True,
+                    launcher="mpirun", device_target=target or current_device_target())
+
+
+def _agree_on_scheduler_host(comm, rank, size, timeout):
+    """Phase 1: find an address of rank 0 that every rank reaches; returns (bridge, that address)."""
     idents = comm.allgather(_net_identity())
     user_host = os.environ.get("MINDCV_RES2NET_SCHED_HOST") or os.environ.get("MS_SCHED_HOST")
     bridge = _MpiBridge(rank, size)
@@ -370,8 +383,11 @@ def init_mpirun(target, log_dir):
         bridge.close()
         raise DistributedError(f"rank(s) {', '.join(map(str, missing))} connected to rank 0 but did not "
                                "complete the hand-shake; check for a proxy or firewall between hosts")
+    return bridge, sched_host
 
-    # 2. rank 0 starts MindSpore's scheduler; everybody learns its port
+
+def _start_cluster_scheduler(comm, bridge, rank, size, sched_host, log_dir, timeout):
+    """Phase 2: rank 0 starts MindSpore's scheduler; returns its port, which every rank learns."""
     apply_env_defaults()
     if rank == 0:
         try:
@@ -388,9 +404,11 @@ def init_mpirun(target, log_dir):
     if status[0] != "ok":
         bridge.close()
         raise DistributedError(status[1])
-    port = status[1]
+    return status[1]
 
-    # 3. dynamic-cluster variables, then MindSpore's init; MPI's job is done
+
+def _hand_over_to_mindspore(mpi, comm, bridge, rank, size, sched_host, port, timeout):
+    """Phase 3: set the dynamic-cluster variables, finalize MPI and start the watchdog."""
     os.environ.update(MS_ROLE="MS_WORKER", MS_NODE_ID=str(rank), MS_WORKER_NUM=str(size),
                       MS_SCHED_HOST=sched_host, MS_SCHED_PORT=str(port))
     if not sched_host.startswith("127.") and sched_host != "localhost" and not os.environ.get("MS_WORKER_IP"):
@@ -398,12 +416,15 @@ def init_mpirun(target, log_dir):
         if source:
             os.environ["MS_WORKER_IP"] = source
     _sleepy_barrier(comm, timeout, "MindSpore init")
-    if not MPI.Is_finalized():
-        MPI.Finalize()
+    if not mpi.Is_finalized():
+        mpi.Finalize()
     bridge.start_watchdog()
     STATE["bridge"] = bridge
     atexit.register(shutdown)
 
+
+def _join_mindspore_cluster(bridge, target, local_rank, rank, size):
+    """Phase 4: MindSpore's own init, checked to give every rank the rank MPI gave it."""
     if target is not None:
         set_device(target, local_rank if target != "CPU" else None)
     ms_init()
@@ -414,12 +435,6 @@ def init_mpirun(target, log_dir):
         raise DistributedError(f"MindSpore assigned rank {ms_rank}/{ms_world} to MPI rank {rank}/{size}; "
                                "a stale MS_* variable in the environment may be the cause (unset "
                                "MS_NODE_ID / MS_WORKER_NUM)")
-    if rank == 0:
-        watchdog = ", ".join(f"{addr}:{wport}" for addr, wport in bridge.bound)
-        say(f"rank 0: {size} ranks joined in {time.monotonic() - t_start:.1f} s "
-            f"(scheduler {sched_host}:{port}, watchdog {watchdog}, log {bridge.sched_log})")
-    return DistInfo(rank=rank, world_size=size, local_rank=local_rank, is_distributed=True,
-                    launcher="mpirun", device_target=target or current_device_target())
 
 
 def _package_root():

@@ -1,10 +1,10 @@
 """``create_model``: build any registered Res2Net variant, optionally with weights."""
 import difflib
 
-from ..weights import load_model_weights
+from ..weights.model_loading import load_model_weights
 from ..errors import UserError
 from .layers import POOL_TYPES
-from .pretrained import get_pretrained_cfg, load_pretrained
+from ..weights.pretrained import get_pretrained_cfg, load_pretrained
 from .registry import get_model_cfg, is_model, list_models, model_entrypoint, resolve_name
 
 

@@ -38,7 +38,7 @@ DLA-60 with Res2Net/Res2NeXt blocks), with ``features_only``, ``num_classes=0`` 
 are the training models' own (``models/base.py``), and the non-stage blocks run the training
 block's ``multi_scale`` with the folded convolutions.
 
-Building a model from a checkpoint for ``predict.py`` / ``export.py``: ``mindcv_res2net.deploy``.
+Building a model from a checkpoint for ``predict.py`` / ``export.py``: ``mindcv_res2net.deploy.inference_model``.
 """
 import copy
 
@@ -451,6 +451,7 @@ class FusedRes2NetDLA(ClassifierNet):
     """Eval-only ``Res2NetDLA`` with BN folded and merged stage convs."""
 
     feature_stages = Res2NetDLA.feature_stages
+    input_multiple = Res2NetDLA.input_multiple
 
     def __init__(self, net, stage_convs="merged"):
         super().__init__()

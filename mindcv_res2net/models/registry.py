@@ -9,7 +9,7 @@ A model module registers each variant once::
 and everything else reads it: ``create_model`` and ``list_models`` (names, aliases, which have
 weights), ``pretrained`` (where the weights are and how to check them), ``convert`` (which
 variant a PyTorch state dict belongs to, from ``ModelCfg.arch``), ``benchmark.py`` (its table
-order is the registration order) and ``benchmarks/bench_torch.py`` (the PyTorch reference of each
+order is the registration order) and ``mindcv_res2net/benchmark/torch_models.py`` (the PyTorch reference of each
 ``ModelCfg.family`` and timm's name). ``@register_model`` on a plain function (its name is the
 model's) registers a model without a config, as in earlier versions.
 
@@ -125,7 +125,8 @@ class ModelCfg:
     registered without one): the converter and the PyTorch reference know these families.
     ``arch`` holds the builder's keyword arguments that make this variant (all of them, defaults
     included). ``weights``: the published files, the preferred publisher first. ``timm_name``:
-    timm's name for the same architecture (None: timm has none).
+    timm's name for the same architecture (None: timm has none). ``input_multiple``: the input's height
+    and width must be multiples of it (DLA's aggregation nodes line up only at multiples of 32).
     """
 
     family: str = ""
@@ -141,6 +142,7 @@ class ModelCfg:
     std: tuple = IMAGENET_STD
     first_conv: str = "conv1"
     classifier: str = "classifier"
+    input_multiple: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "arch", _ReadOnlyDict(self.arch))
@@ -201,12 +203,6 @@ def resolve_name(name):
 
 def is_model(name):
     return resolve_name(name) in _ENTRYPOINTS
-
-
-def aliases_of(name):
-    """The aliases of the model ``name``, in registration order."""
-    canonical = resolve_name(name)
-    return [a for a, n in _ALIASES.items() if n == canonical]
 
 
 def get_model_cfg(name):

@@ -21,7 +21,8 @@ def _cfg(base_width, cardinality=1, scale=4, levels=(1, 1, 1, 2, 3, 1), channels
     and channels; ``kwargs``: weights, timm's name ..."""
     arch = dict(levels=tuple(levels), channels=tuple(channels), scale=scale, cardinality=cardinality,
                 base_width=base_width)
-    return ModelCfg(family="res2net_dla", arch=arch, first_conv="base_layer.0", **kwargs)
+    return ModelCfg(family="res2net_dla", arch=arch, first_conv="base_layer.0",
+                    input_multiple=Res2NetDLA.input_multiple, **kwargs)
 
 
 class DlaBottle2neck(MultiScaleBlock):
@@ -109,6 +110,10 @@ def _num_blocks(levels):
 class Res2NetDLA(ClassifierNet):
     """DLA-60 backbone with Res2Net (or, with cardinality > 1, Res2NeXt) blocks; with
     ``features_only``, the maps of levels 1-5 (/2, /4, /8, /16, /32) selected by ``out_indices``."""
+
+    # input height and width must be multiples of this: the aggregation nodes concatenate maps of
+    # strided convolutions (sizes rounded up) with max-pooled ones (rounded down)
+    input_multiple = 32
 
     feature_stages = (("base_layer", "level0", "level1"), ("level2",), ("level3",), ("level4",), ("level5",))
 

@@ -165,7 +165,9 @@ def _scramble(train_step, rank):
 
 
 def mode_bcast(info, out_dir):
-    from mindcv_res2net.engine import TrainStep, create_loss, create_optimizer  # pylint: disable=import-outside-toplevel
+    from mindcv_res2net.training.train_step import TrainStep
+    from mindcv_res2net.loss.losses import create_loss
+    from mindcv_res2net.optim.optim_factory import create_optimizer
     r = info.rank
     result = {"rank": r}
     # 1. every dtype, bit for bit

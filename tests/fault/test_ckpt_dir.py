@@ -119,7 +119,7 @@ class _Tiny:
 
 def test_kill_during_write_leaves_no_file(tmp_path, monkeypatch):
     import mindspore as ms
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
 
     final = tmp_path / "res2net50-3_10.ckpt"
     calls = []
@@ -142,8 +142,8 @@ def test_kill_during_write_leaves_no_file(tmp_path, monkeypatch):
 
 
 def test_find_latest_skips_tmp_and_unreadable(tmp_path):
-    from mindcv_res2net.checkpoint import read_checkpoint_meta, save_checkpoint_atomic
-    from mindcv_res2net.engine.checkpoint_manager import CheckpointManager
+    from mindcv_res2net.weights.checkpoint_file import read_checkpoint_meta, save_checkpoint_atomic
+    from mindcv_res2net.training.checkpoint_manager import CheckpointManager
 
     net = _Tiny.make()
     good = tmp_path / "res2net50-4_10.ckpt"

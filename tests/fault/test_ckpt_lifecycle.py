@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from mindcv_res2net import atomic_io
-from mindcv_res2net.checkpoint import read_checkpoint, read_checkpoint_meta, save_checkpoint_atomic
-from mindcv_res2net.engine.checkpoint_manager import CheckpointManager, RunLock
-from mindcv_res2net.engine.run_log import EpochRecords, keep_previous_version
+from mindcv_res2net.weights.checkpoint_file import read_checkpoint, read_checkpoint_meta, save_checkpoint_atomic
+from mindcv_res2net.training.checkpoint_manager import CheckpointManager, RunLock
+from mindcv_res2net.training.run_log import EpochRecords, keep_previous_version
 from mindcv_res2net.errors import UserError
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
@@ -155,7 +155,7 @@ def test_kill_between_best_and_epoch_checkpoint_keeps_the_pair_consistent(tmp_pa
     epoch 2 (0: before anything, 1: after the best file, 2: after the epoch file). Whatever was
     written, the resume point's best_top1 never exceeds what ``_best.ckpt`` holds, and the best
     file always holds the best top-1 of a model that was saved."""
-    from mindcv_res2net.engine import checkpoint_manager as cm
+    from mindcv_res2net.training import checkpoint_manager as cm
 
     run = CheckpointManager(str(tmp_path), "res2net50")
     run.start_fresh()
@@ -290,7 +290,7 @@ def test_fifteen_concurrent_saves_of_one_file_all_succeed(tmp_path):
 def test_second_run_in_a_held_folder_is_refused(tmp_path):
     lock = RunLock(str(tmp_path)).acquire()
     try:
-        code = ("import sys; from mindcv_res2net.engine.checkpoint_manager import RunLock\n"
+        code = ("import sys; from mindcv_res2net.training.checkpoint_manager import RunLock\n"
                 "from mindcv_res2net.errors import UserError\n"
                 f"try:\n RunLock({str(tmp_path)!r}).acquire()\nexcept UserError as e:\n print(e); sys.exit(2)\n")
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

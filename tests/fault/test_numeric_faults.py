@@ -9,7 +9,9 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor, nn
 
-from mindcv_res2net.engine import TrainStep, create_loss, create_optimizer
+from mindcv_res2net.training.train_step import TrainStep
+from mindcv_res2net.loss.losses import create_loss
+from mindcv_res2net.optim.optim_factory import create_optimizer
 
 
 class ConvBN(nn.Cell):
@@ -85,8 +87,8 @@ def test_trainer_stops_on_fixed_scale_overflow_and_keeps_last_checkpoint(tmp_pat
     """The real ``train()`` loop on a 2-class x 3-image set with a tiny conv+BN model (monkeypatched
     in for res2net50): epoch 1 is clean, the first batch of epoch 2 is NaN."""
     import config
-    from mindcv_res2net.checkpoint import read_checkpoint_meta
-    from mindcv_res2net.engine import trainer
+    from mindcv_res2net.weights.checkpoint_file import read_checkpoint_meta
+    from mindcv_res2net.training import trainer
     from mindcv_res2net.errors import UserError
     from tests.fault.test_bad_input import make_image_folder
 
@@ -103,7 +105,7 @@ def test_trainer_stops_on_fixed_scale_overflow_and_keeps_last_checkpoint(tmp_pat
     # seeds
     from types import SimpleNamespace
 
-    from mindcv_res2net.engine.runtime import seed_everything
+    from mindcv_res2net.distributed.process_setup import seed_everything
 
     def runtime(a):
         a.device_target = "CPU"

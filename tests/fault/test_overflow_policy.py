@@ -11,14 +11,14 @@ import pytest
 import mindspore as ms
 from mindspore import Tensor
 
-from mindcv_res2net.engine import TrainStep
+from mindcv_res2net.training.train_step import TrainStep
 from tests.fault.test_numeric_faults import ConvBN
 
 
 def _run(tmp_path, monkeypatch, poisoned_calls, *extra):
     import config
-    from mindcv_res2net.engine import trainer
-    from mindcv_res2net.engine.runtime import seed_everything
+    from mindcv_res2net.training import trainer
+    from mindcv_res2net.distributed.process_setup import seed_everything
     from tests.fault.test_bad_input import make_image_folder
 
     data = make_image_folder(tmp_path / "data")

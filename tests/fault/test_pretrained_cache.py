@@ -15,7 +15,7 @@ import time
 import numpy as np
 import pytest
 
-from mindcv_res2net.models import pretrained as P
+from mindcv_res2net.weights import pretrained as P
 from mindcv_res2net.models import registry
 
 N_PROCESSES = 4
@@ -77,7 +77,7 @@ def _worker(cache, base_url, model, fields, counter, barrier, results):
     os.environ[P.ENV_CACHE] = cache
     os.environ[P.ENV_BASE_URL] = base_url
     try:
-        import mindcv_res2net.convert as C
+        import mindcv_res2net.weights.torch_conversion as C
 
         real_convert = C.convert_file
 
@@ -90,8 +90,8 @@ def _worker(cache, base_url, model, fields, counter, barrier, results):
         waits = []
         handler = logging.Handler()
         handler.emit = lambda record: waits.append(record.getMessage().startswith("waiting for another process"))
-        logging.getLogger(P.__name__).addHandler(handler)
-        logging.getLogger(P.__name__).setLevel(logging.INFO)
+        logging.getLogger("mindcv_res2net.weights").addHandler(handler)
+        logging.getLogger("mindcv_res2net.weights").setLevel(logging.INFO)
         registry._CFGS[model] = dataclasses.replace(registry._CFGS[model], weights=(P.WeightSource(**fields),))
         barrier.wait(timeout=120)
         path = P.download_weights(model, progress=False)

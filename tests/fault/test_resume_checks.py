@@ -105,12 +105,12 @@ def _fake_step(overflow):
 def test_epoch_where_every_step_overflowed_logs_nan(overflow):
     import logging
 
-    from mindcv_res2net.engine.trainer import _train_epoch
+    from mindcv_res2net.training.trainer import _train_epoch
 
     args = types.SimpleNamespace(epoch_size=1, loss_scale_type="dynamic", log_interval=10, batch_size=2, aug_splits=0,
                                  ckpt_save_dir="ck")
-    from mindcv_res2net.engine.overflow import OverflowGuard
-    from mindcv_res2net.engine.summary import TrainingSummary
+    from mindcv_res2net.training.overflow import OverflowGuard
+    from mindcv_res2net.training.summary import TrainingSummary
 
     logger = logging.getLogger("test")
     row = _train_epoch(args, 0, _Data(), _fake_step(overflow), np.full(3, 0.1, np.float32), 1, None, logger,

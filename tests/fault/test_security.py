@@ -127,7 +127,7 @@ def test_scanner_accepts_safe_code(src):
 
 def test_product_source_is_clean():
     files = product_sources()
-    assert any(f.endswith(os.path.join("mindcv_res2net", "convert.py")) for f in files)
+    assert any(f.endswith(os.path.join("mindcv_res2net", "weights/torch_conversion.py")) for f in files)
     assert any(f.endswith("config.py") for f in files)
     problems = []
     for path in files:
@@ -139,7 +139,7 @@ def test_product_source_is_clean():
 
 def test_torch_load_calls_exist_and_are_weights_only():
     """The converter does read PyTorch files: make sure the scan above saw that call."""
-    with open(os.path.join(ROOT, "mindcv_res2net", "convert.py"), encoding="utf-8") as f:
+    with open(os.path.join(ROOT, "mindcv_res2net", "weights/torch_conversion.py"), encoding="utf-8") as f:
         tree = ast.parse(f.read())
     calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and _dotted(n.func) == "torch.load"]
     assert calls and all(_is_const(_kw(c, "weights_only"), True) for c in calls)
@@ -147,7 +147,7 @@ def test_torch_load_calls_exist_and_are_weights_only():
 
 def test_hash_mismatch_deletes_the_file(tmp_path):
     from mindcv_res2net.errors import UserError
-    from mindcv_res2net.models import pretrained as P
+    from mindcv_res2net.weights import pretrained as P
 
     good = tmp_path / "w.ckpt"
     good.write_bytes(b"the real weights")

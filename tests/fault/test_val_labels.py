@@ -50,7 +50,7 @@ def _loader_labels(split):
 
 
 def test_val_with_missing_classes_keeps_training_labels(tmp_path, dataset_warnings):
-    from mindcv_res2net.engine import data_setup
+    from mindcv_res2net.training import data_setup
 
     # "bee" and "dog" have no val folder: with labels from the val folders alone, cat/emu would
     # become 1/2 instead of 2/4
@@ -83,7 +83,7 @@ def test_val_in_another_order_follows_the_training_order(tmp_path):
 
 
 def test_extra_val_folder_is_a_user_error_naming_it(tmp_path):
-    from mindcv_res2net.engine import data_setup
+    from mindcv_res2net.training import data_setup
 
     data = _folder(tmp_path, "val", {"ant": 1, "bee": 1, "fox": 1})
     with pytest.raises(UserError) as info:
@@ -119,7 +119,7 @@ def test_validate_scores_with_the_checkpoint_class_names(tmp_path):
     the val folders (dog=0, emu=1) it came out 1/3."""
     import mindspore as ms
 
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
     from mindcv_res2net.models.factory import create_model
 
     classes = ["cat", "dog", "emu"]

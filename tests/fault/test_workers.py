@@ -88,7 +88,7 @@ def _script_args(data):
 
 
 def test_validate_with_the_default_workers_runs_and_warns_once(tmp_path):
-    from mindcv_res2net.checkpoint import save_checkpoint_atomic
+    from mindcv_res2net.weights.checkpoint_file import save_checkpoint_atomic
     from mindcv_res2net.models.factory import create_model
 
     data = _folder(tmp_path / "data")
@@ -115,7 +115,7 @@ def test_train_with_the_default_workers_runs_and_warns_once(tmp_path):
 @pytest.fixture
 def no_pipeline(monkeypatch):
     """validate() with the runtime set-up and the data pipeline replaced by failures."""
-    from mindcv_res2net.engine import validation
+    from mindcv_res2net.evaluation import validation
 
     def fail(*_args, **_kwargs):
         raise AssertionError("reached the runtime set-up / data pipeline before the cheap checks")

@@ -1,1 +1,0 @@
-"""Benchmark helpers run from the repository (not installed with the package)."""
