@@ -81,6 +81,23 @@ def test_a_bad_line_is_one_error_naming_it(folder, tmp_path, line, expected):
     assert str(path) in str(err.value) and all(e in str(err.value) for e in expected), str(err.value)
 
 
+@pytest.mark.parametrize("dataset", ["imagenet", "fashion_mnist"])
+def test_a_list_file_feeds_the_training_transforms_of_its_data_set(folder, tmp_path, dataset):
+    from mindcv_res2net.data.loader import create_loader
+    from mindcv_res2net.data.transforms import create_transforms
+
+    path = _write_list(tmp_path / "t.txt", [f"train/{c}/{k}.png\t{c}" for c in CLASSES for k in range(3)])
+    listed = create_dataset(dataset, root=folder, split="train", shuffle=True, list_file=path, sampler="balanced")
+    scanned = create_dataset(dataset, root=folder, split="train", shuffle=True)  # class folders, same format
+    shapes = []
+    for ds in (listed, scanned):
+        loader = create_loader(ds, 3, drop_remainder=True, is_training=True, num_classes=3, image_resize=16,
+                               transform=create_transforms(dataset, image_resize=16, is_training=True))
+        images, labels = next(loader.create_tuple_iterator(num_epochs=1, output_numpy=True))
+        shapes.append(images.shape)
+    assert shapes[0] == shapes[1] == (3, 3, 16, 16)
+
+
 def test_a_missing_list_file_is_one_error(folder, tmp_path):
     with pytest.raises(UserError, match="list file not found"):
         create_dataset("imagenet", root=folder, split="train", list_file=str(tmp_path / "none.txt"))

@@ -377,7 +377,8 @@ def _open_source(key, root, split, download, class_list, class_names, file_optio
     """Open the split's samples; return (dataset key, source, class names, MindRecord label map or None)."""
     if list_file is not None:
         paths, labels, class_names = read_list_file(list_file, root, class_list, class_names)
-        return key, ImageFileSource(paths, labels, mode="encoded", **file_options), class_names, None
+        mode = "grey" if key in MNIST_FAMILY else "encoded"  # as the data set's own class folders are read
+        return key, ImageFileSource(paths, labels, mode=mode, **file_options), class_names, None
     if key in MNIST_FAMILY:
         source, class_names = _mnist_source(key, root, split, download, class_list, class_names, file_options)
         return key, source, class_names, None
