@@ -119,3 +119,18 @@ def test_fine_tuning_with_frozen_stages_through_train_py_resumes_exactly(fashion
     a, b = read_checkpoint(full / "res2net50-2_3.ckpt"), read_checkpoint(part / "res2net50-2_3.ckpt")
     arrays = [k for k in a if isinstance(a[k], np.ndarray) and a[k].dtype.kind == "f"]
     assert arrays and all(a[k].tobytes() == b[k].tobytes() for k in arrays)
+
+
+def test_benchmark_reports_the_frozen_speed_up_in_one_run():
+    from mindcv_res2net.benchmark.speed import _ratios
+    from mindcv_res2net.cli.benchmark_args import build_parser, validate
+
+    ratios = _ratios({"ours": {"images_per_sec": 4.0}, "ours_frozen3": {"images_per_sec": 9.0},
+                      "mindcv": {"images_per_sec": 3.0}})
+    assert ratios["ours_frozen3/ours"] == pytest.approx(2.25) and ratios["ours/mindcv"] == pytest.approx(4 / 3)
+    for argv, expected in ((["--task", "train", "--frozen_stages", "5"], "frozen_stages"),
+                           (["--task", "infer", "--frozen_stages", "3"], "--task train only")):
+        args = build_parser().parse_args(argv)
+        args.argv = argv
+        with pytest.raises(UserError, match=expected):
+            validate(args)

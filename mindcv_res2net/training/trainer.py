@@ -111,9 +111,10 @@ def _freeze(net, args, logger):
     """``frozen_stages`` / ``norm_eval`` (``training.frozen_stages``), said in one log line."""
     frozen, held = freeze_stages(net, getattr(args, "frozen_stages", -1), getattr(args, "norm_eval", False))
     if frozen:
-        logger.info("frozen_stages %d: %d parameter(s) frozen (stem%s)%s", args.frozen_stages, len(frozen),
-                    f" and stages 1-{args.frozen_stages}" if args.frozen_stages > 0 else "",
-                    f"; norm_eval: {len(held)} BatchNorm layer(s) use and keep their moving statistics" if held else "")
+        k = args.frozen_stages
+        stages = "" if k < 1 else " and stage 1" if k == 1 else f" and stages 1-{k}"
+        held_note = f"; norm_eval: {len(held)} BatchNorm layer(s) use and keep their moving statistics" if held else ""
+        logger.info("frozen_stages %d: %d parameter(s) frozen (stem%s)%s", k, len(frozen), stages, held_note)
 
 
 def _class_weights(args, train_data, num_classes, logger):
