@@ -16,8 +16,9 @@ in the 6th digit with the other images of its batch, as the loss does).
 Figures (``support``: images of the class; ``predicted``: images given the class):
 ``recall = tp / support`` (the class's top-1; null without images), ``precision = tp / predicted``
 (null when never predicted), ``f1 = 2 tp / (support + predicted)`` (their harmonic mean; null for
-a class without images that is never predicted). The macro averages run over the classes with images, a precision that is null
-counting 0 (as scikit-learn's ``zero_division=0`` on a val set holding every class).
+a class without images that is never predicted). The macro averages run over the classes with
+images, a precision that is null counting 0 (as scikit-learn's ``zero_division=0`` on a val set
+holding every class).
 
 Files, in ``per_class_dir`` (default: the folder of ``--json``, else ``./per_class``), written by
 rank 0 through ``atomic_io``: ``per_class.csv`` (class, support, recall, precision, f1),
