@@ -223,3 +223,20 @@ def write_bytes_atomic(path, data, what="file"):
 
 def write_text_atomic(path, text, what="file"):
     return write_bytes_atomic(path, text.encode("utf-8"), what)
+
+
+def write_figure_atomic(fig, path, what="figure", dpi=100):
+    """Save a matplotlib figure as PNG through a staging file (then ``commit_staged``); the figure
+    is closed whatever happens. Takes the figure, so this module needs no matplotlib."""
+    import matplotlib.pyplot as plt  # the caller has imported matplotlib already
+
+    fd, staged = create_staging(path, ".png")
+    os.close(fd)
+    try:
+        fig.savefig(staged, dpi=dpi, format="png")
+    except BaseException:
+        remove_quietly(staged)
+        raise
+    finally:
+        plt.close(fig)
+    return commit_staged(staged, path, what)

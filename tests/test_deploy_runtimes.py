@@ -28,34 +28,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import config  # noqa: E402  (the top-level config.py)
 from fault.test_bad_input import make_image_folder  # noqa: E402
-from helpers import randomize_bn  # noqa: E402
+from helpers import ok, randomize_bn, run_script  # noqa: E402
+from helpers import one_error as one_error_line  # noqa: E402
 
 CLASSES = ["ant", "bee", "cat"]
 SIZE = 32
 FAST = ["--device_target", "CPU", "--num_parallel_workers", "1", "--batch_size", "4"]
 
 
-def run_script(script, *args, extra_env=None):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOG_v="3")
-    env.pop("MINDCV_RES2NET_DEBUG", None)
-    env.update(extra_env or {})
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *[str(a) for a in args]], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=600)
 
 
-def ok(proc):
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    return proc
 
 
-def one_error_line(proc, *needles):
-    assert proc.returncode == 2, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------

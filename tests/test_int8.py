@@ -20,6 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import mindspore  # noqa: F401,E402  (before onnx: MindSpore's protobuf modules must load first)
+from helpers import ok, one_error, run_script  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
@@ -56,27 +57,10 @@ def make_grey_folder(root, train_per_class=6, val_per_class=10, seed=0):
     return str(root)
 
 
-def run_script(script, *args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOG_v="3")
-    env.pop("MINDCV_RES2NET_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
-def ok(proc):
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
-def one_error(proc, *needles):
-    """Exit status 2, no traceback, one ``error:`` line that holds each of ``needles``."""
-    assert proc.returncode == 2, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ validate alike from the checkpoint and from their export.
 """
 import json
 import os
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -27,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import config  # noqa: E402  (the top-level config.py)
 import predict as predict_script  # noqa: E402
-from helpers import randomize_bn  # noqa: E402
+from helpers import ok, one_error, randomize_bn, run_script  # noqa: E402
 
 CLASSES = ["ant", "bee", "cat"]
 # Two trainings far from the model's defaults (224 px, crop 0.875, ImageNet mean/std): colour
@@ -65,26 +64,10 @@ def flags(keys):
     return out
 
 
-def run_script(script, *args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), GLOG_v="3")
-    env.pop("MINDCV_RES2NET_DEBUG", None)
-    return subprocess.run([sys.executable, os.path.join(ROOT, script), *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
-def ok(proc):
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return proc
 
 
-def one_error(proc, *needles):
-    assert proc.returncode == 2, f"rc={proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
-    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, proc.stderr[-3000:]
-    for needle in needles:
-        assert needle in lines[0], f"{needle!r} not in {lines[0]!r}"
-    return lines[0]
 
 
 def preprocessing_line(text):

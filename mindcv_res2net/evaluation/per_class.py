@@ -235,16 +235,7 @@ def write_heatmap(path, report):
             ax.text(col, row, str(count), ha="center", va="center",
                     color="white" if count > threshold else "black", fontsize=8)
     fig.tight_layout()
-    fd, staged = atomic_io.create_staging(path, ".png")
-    os.close(fd)
-    try:
-        fig.savefig(staged, dpi=100, format="png")
-    except BaseException:
-        atomic_io.remove_quietly(staged)
-        raise
-    finally:
-        plt.close(fig)
-    atomic_io.commit_staged(staged, path, "confusion matrix heatmap")
+    atomic_io.write_figure_atomic(fig, path, "confusion matrix heatmap")
     return path
 
 

@@ -161,16 +161,7 @@ class EpochRecords:
         ax2.set_xlabel("epoch")
         ax2.legend()
         fig.tight_layout()
-        fd, staged = atomic_io.create_staging(path, ".png")
-        os.close(fd)
-        try:
-            fig.savefig(staged, dpi=100, format="png")
-        except BaseException:
-            atomic_io.remove_quietly(staged)
-            raise
-        finally:
-            plt.close(fig)
-        atomic_io.commit_staged(staged, path, "curves")
+        atomic_io.write_figure_atomic(fig, path, "curves")
         return path
 
 
